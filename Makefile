@@ -1,0 +1,50 @@
+# wasmgate: the two commands a newcomer needs are `make demo` and `make test`.
+
+CARGO ?= cargo
+GUEST_TARGET := wasm32-wasip2
+
+.PHONY: all build demo test lint check-features ci examples fixtures clean-demo help
+
+all: build
+
+help:
+	@echo "make demo      build, deploy the example on the embedded default, serve it and curl it"
+	@echo "make test      run the whole test suite (sets up what it needs)"
+	@echo "make lint      cargo fmt --check and clippy -D warnings"
+	@echo "make examples  rebuild examples/*.wasm (needs: rustup target add $(GUEST_TARGET))"
+	@echo "make fixtures  rebuild tests/fixtures/*.wasm (same target)"
+
+build:
+	$(CARGO) build --release
+
+demo:
+	./scripts/demo.sh
+
+test:
+	$(CARGO) test --all-targets
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+# The listener-only build (what the Cloud Run image ships) must compile.
+check-features:
+	$(CARGO) check --no-default-features --features http
+
+ci: lint check-features test
+
+# Guest sources are separate cargo projects built for wasm32-wasip2; the
+# built .wasm files are committed so the host build and CI never need the
+# target installed.
+examples:
+	cd examples/hello-rust && $(CARGO) build --release --target $(GUEST_TARGET)
+	cp examples/hello-rust/target/$(GUEST_TARGET)/release/hello_rust.wasm examples/hello-rust/hello.wasm
+
+fixtures:
+	cd tests/guests/probe && $(CARGO) build --release --target $(GUEST_TARGET)
+	cp tests/guests/probe/target/$(GUEST_TARGET)/release/probe.wasm tests/fixtures/probe.wasm
+	cd tests/guests/cli-command && $(CARGO) build --release --target $(GUEST_TARGET)
+	cp tests/guests/cli-command/target/$(GUEST_TARGET)/release/cli-command.wasm tests/fixtures/cli-command.wasm
+
+clean-demo:
+	rm -rf .wasmgate

@@ -1,0 +1,118 @@
+//! Settings: every one a `WASMGATE_*` environment variable (or a flag),
+//! parsed and validated once at start. A bad value stops the process with
+//! an error that names the setting and the value.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::runtime::PoolingMode;
+
+/// Default of `WASMGATE_ROUTE_TTL_MS`.
+pub const DEFAULT_ROUTE_TTL_MS: u64 = 2_000;
+/// Default of `WASMGATE_TIMEOUT_MS`.
+pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+/// Default of `WASMGATE_MEMORY_LIMIT_MB`.
+pub const DEFAULT_MEMORY_LIMIT_MB: u64 = 128;
+/// Default of `PORT`.
+pub const DEFAULT_PORT: u16 = 8080;
+
+/// Settings shared by every command.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Settings {
+    /// Where the embedded default keeps modules (same key layout as the S3
+    /// bucket) and the SQLite route database.
+    #[arg(
+        long,
+        env = "WASMGATE_DATA_DIR",
+        default_value = ".wasmgate",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+
+    /// How long a route lookup is cached; a change made elsewhere is served
+    /// within this time. 0 disables the cache.
+    #[arg(long, env = "WASMGATE_ROUTE_TTL_MS", default_value_t = DEFAULT_ROUTE_TTL_MS,
+          value_parser = clap::value_parser!(u64).range(0..=3_600_000), global = true)]
+    pub route_ttl_ms: u64,
+
+    /// Most memory one guest instance may use, per linear memory, in MiB.
+    #[arg(long, env = "WASMGATE_MEMORY_LIMIT_MB", default_value_t = DEFAULT_MEMORY_LIMIT_MB,
+          value_parser = clap::value_parser!(u64).range(1..=4096), global = true)]
+    pub memory_limit_mb: u64,
+
+    /// Wall-clock budget of one request, in milliseconds (504 past it).
+    #[arg(long, env = "WASMGATE_TIMEOUT_MS", default_value_t = DEFAULT_TIMEOUT_MS,
+          value_parser = clap::value_parser!(u64).range(1..=900_000), global = true)]
+    pub timeout_ms: u64,
+
+    /// Most guest instances running at once; more requests wait for a slot.
+    #[arg(long, env = "WASMGATE_MAX_CONCURRENCY", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=10_000), global = true)]
+    pub max_concurrency: u32,
+
+    /// Most compiled modules kept warm in memory.
+    #[arg(long, env = "WASMGATE_MODULE_CACHE_SIZE", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..=100_000), global = true)]
+    pub module_cache_size: u64,
+
+    /// Pooling instance allocator: auto (use it when the host allows), on, off.
+    #[arg(long, env = "WASMGATE_POOLING", value_enum, default_value_t = PoolingMode::Auto, global = true)]
+    pub pooling: PoolingMode,
+
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `wasmgate=debug`.
+    #[arg(long, env = "WASMGATE_LOG", default_value = "info", global = true)]
+    pub log: String,
+}
+
+impl Settings {
+    pub fn route_ttl(&self) -> Duration {
+        Duration::from_millis(self.route_ttl_ms)
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    pub fn memory_limit_bytes(&self) -> usize {
+        (self.memory_limit_mb as usize) << 20
+    }
+
+    /// The folder module files live under.
+    pub fn modules_dir(&self) -> PathBuf {
+        self.data_dir.clone()
+    }
+
+    /// The SQLite route database.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("routes.sqlite3")
+    }
+}
+
+/// Settings of `wasmgate serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeSettings {
+    /// Address to listen on [default: 0.0.0.0:$PORT].
+    #[arg(long, env = "WASMGATE_ADDR")]
+    pub addr: Option<SocketAddr>,
+
+    /// Port to listen on when no --addr is given (Cloud Run sets it).
+    #[arg(long, env = "PORT", default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+
+    /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+    #[arg(long, env = "WASMGATE_DRAIN_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+    pub drain_timeout_ms: u64,
+}
+
+impl ServeSettings {
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.addr
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], self.port)))
+    }
+
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
+    }
+}

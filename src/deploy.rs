@@ -1,0 +1,274 @@
+//! Deploy, rollback, history and routes: the operations that change or show
+//! what is live, shared by the CLI (and later the upload API).
+//!
+//! A deploy checks the bytes compile to something wasmgate runs before it
+//! writes anything, stores them under their content address (skipping an
+//! upload that exists), records version N+1 and flips the live pointer with
+//! a conditional write. A rollback is the same flip, to an earlier version.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::modules::{ModuleKey, ModuleStore, PutOutcome, StoreError};
+use crate::routes::{
+    ChangeNote, LivePointer, NewVersion, PointerChange, RouteName, RouteTable, TableError, Version,
+    live_of,
+};
+use crate::runtime::{LoadError, WasmEngine};
+
+/// Why a deploy or a rollback was refused or failed. Nothing went live.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("refusing to deploy: {0}")]
+    Invalid(#[from] LoadError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Table(#[from] TableError),
+    #[error("route {route} has no version {wanted}; {have}")]
+    NoSuchVersion {
+        route: String,
+        wanted: u64,
+        have: String,
+    },
+    #[error("route {0} has never been deployed")]
+    UnknownRoute(String),
+    #[error("nothing to roll back to: {0}")]
+    NothingToRollBack(String),
+    #[error("version {version} is already live on {route}")]
+    AlreadyLive { route: String, version: u64 },
+    #[error(
+        "version {version} of {route} was recorded but did not go live: {source}. Make it live with `wasmgate rollback {route} --to {version}`"
+    )]
+    RecordedNotLive {
+        route: String,
+        version: u64,
+        source: TableError,
+    },
+}
+
+/// What a deploy did.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeployReport {
+    pub route: String,
+    /// The object key the module is stored under.
+    pub key: String,
+    /// `true` when the bytes were written, `false` when already stored.
+    pub uploaded: bool,
+    pub version: u64,
+    pub live: bool,
+    /// The ABI the module was recognised as.
+    pub abi: String,
+}
+
+/// What a rollback did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RollbackReport {
+    pub route: String,
+    pub from_version: Option<u64>,
+    pub to_version: u64,
+    pub module: String,
+}
+
+/// A route's versions, its live pointer and the pointer's history.
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteHistory {
+    pub route: String,
+    pub live: Option<LivePointer>,
+    pub versions: Vec<Version>,
+    pub changes: Vec<PointerChange>,
+}
+
+/// The operations on routes, over any table and store.
+#[derive(Clone)]
+pub struct Deployer {
+    table: Arc<dyn RouteTable>,
+    store: Arc<dyn ModuleStore>,
+    engine: Arc<WasmEngine>,
+}
+
+impl Deployer {
+    pub fn new(
+        table: Arc<dyn RouteTable>,
+        store: Arc<dyn ModuleStore>,
+        engine: Arc<WasmEngine>,
+    ) -> Self {
+        Deployer {
+            table,
+            store,
+            engine,
+        }
+    }
+
+    /// Deploys `bytes` to `route` and makes it live. Fails without writing
+    /// anything when the bytes are not a module wasmgate runs; fails with
+    /// `RecordedNotLive` when another change to the route landed first.
+    pub async fn deploy(
+        &self,
+        route: &RouteName,
+        bytes: Bytes,
+        actor: &str,
+    ) -> Result<DeployReport, DeployError> {
+        let engine = self.engine.clone();
+        let checked = bytes.clone();
+        let abi = tokio::task::spawn_blocking(move || engine.load(&checked).map(|m| m.abi()))
+            .await
+            .map_err(|e| LoadError::Compile(format!("the compile task failed: {e}")))??;
+
+        let key = ModuleKey::for_bytes(&bytes);
+        let stored = self.store.put(&key, bytes).await?;
+        let expected = live_of(self.table.as_ref(), route).await?;
+        let version = self
+            .table
+            .add_version(
+                route,
+                NewVersion {
+                    module: key,
+                    actor: actor.to_string(),
+                    metadata: serde_json::json!({}),
+                },
+            )
+            .await?;
+        let note = ChangeNote {
+            actor: actor.to_string(),
+            action: "deploy".into(),
+            reason: None,
+        };
+        self.table
+            .flip(route, expected.as_ref(), &version, note)
+            .await
+            .map_err(|source| DeployError::RecordedNotLive {
+                route: route.to_string(),
+                version: version.number,
+                source,
+            })?;
+        Ok(DeployReport {
+            route: route.to_string(),
+            key: key.to_string(),
+            uploaded: stored == PutOutcome::Uploaded,
+            version: version.number,
+            live: true,
+            abi: abi.to_string(),
+        })
+    }
+
+    /// Makes an earlier version live again: `to`, or by default the version
+    /// that was live before the current one. Fails when there is no such
+    /// version, when it is already live, or on a concurrent change.
+    pub async fn rollback(
+        &self,
+        route: &RouteName,
+        to: Option<u64>,
+        actor: &str,
+    ) -> Result<RollbackReport, DeployError> {
+        let live = live_of(self.table.as_ref(), route).await?;
+        let versions = self.table.versions(route).await?;
+        if versions.is_empty() && live.is_none() {
+            return Err(DeployError::UnknownRoute(route.to_string()));
+        }
+        let wanted = match to {
+            Some(n) => n,
+            None => self.previous_version(route, live.as_ref()).await?,
+        };
+        let target = versions
+            .iter()
+            .find(|v| v.number == wanted)
+            .ok_or_else(|| DeployError::NoSuchVersion {
+                route: route.to_string(),
+                wanted,
+                have: describe_versions(&versions),
+            })?;
+        if let Some(current) = &live
+            && current.version == Some(wanted)
+            && current.module == target.module
+        {
+            return Err(DeployError::AlreadyLive {
+                route: route.to_string(),
+                version: wanted,
+            });
+        }
+        let note = ChangeNote {
+            actor: actor.to_string(),
+            action: "rollback".into(),
+            reason: None,
+        };
+        self.table.flip(route, live.as_ref(), target, note).await?;
+        Ok(RollbackReport {
+            route: route.to_string(),
+            from_version: live.and_then(|l| l.version),
+            to_version: wanted,
+            module: target.module.clone(),
+        })
+    }
+
+    /// The version that was live before the current one: where the most
+    /// recent change that made the current pointer live came from.
+    async fn previous_version(
+        &self,
+        route: &RouteName,
+        live: Option<&LivePointer>,
+    ) -> Result<u64, DeployError> {
+        let Some(live) = live else {
+            return Err(DeployError::NothingToRollBack(format!(
+                "{route} has no live version"
+            )));
+        };
+        let changes = self.table.history(route).await?;
+        changes
+            .iter()
+            .rev()
+            .find(|c| c.to_module == live.module && c.to_version == live.version)
+            .and_then(|c| c.from_version)
+            .ok_or_else(|| {
+                DeployError::NothingToRollBack(format!(
+                    "no version of {route} was live before the current one; pick one with --to N"
+                ))
+            })
+    }
+
+    /// Versions, live pointer and pointer history of `route`.
+    pub async fn history(&self, route: &RouteName) -> Result<RouteHistory, DeployError> {
+        let live = live_of(self.table.as_ref(), route).await?;
+        let versions = self.table.versions(route).await?;
+        let changes = self.table.history(route).await?;
+        if live.is_none() && versions.is_empty() {
+            return Err(DeployError::UnknownRoute(route.to_string()));
+        }
+        Ok(RouteHistory {
+            route: route.to_string(),
+            live,
+            versions,
+            changes,
+        })
+    }
+
+    /// Every route and its live pointer.
+    pub async fn routes(&self) -> Result<Vec<LivePointer>, DeployError> {
+        Ok(self.table.list().await?)
+    }
+}
+
+/// "versions: 1-6" or "versions: 1, 3, 4" or "it has no versions".
+fn describe_versions(versions: &[Version]) -> String {
+    let numbers: Vec<u64> = versions.iter().map(|v| v.number).collect();
+    match (numbers.first(), numbers.last()) {
+        (None, _) | (_, None) => "it has no versions".to_string(),
+        (Some(first), Some(last)) if (last - first + 1) as usize == numbers.len() => {
+            if first == last {
+                format!("versions: {first}")
+            } else {
+                format!("versions: {first}-{last}")
+            }
+        }
+        _ => format!(
+            "versions: {}",
+            numbers
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}

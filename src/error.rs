@@ -1,0 +1,102 @@
+//! Request errors, and the one place they become HTTP responses.
+//!
+//! Every failure on the request path is a [`GatewayError`]; its status and
+//! short public message are decided here and nowhere else. Details (trap
+//! messages, store errors) go to the log, tagged with the request id.
+
+use std::sync::Arc;
+
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::body::{self, Body};
+use crate::modules::{ModuleLoadError, StoreError};
+use crate::routes::TableError;
+use crate::runtime::GuestError;
+
+/// A request that could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("no route for {0}")]
+    NoRoute(String),
+    #[error("route {route} points at `{key}`, which is not a module key")]
+    BadPointer { route: String, key: String },
+    #[error(transparent)]
+    Module(Arc<ModuleLoadError>),
+    #[error(transparent)]
+    Table(Arc<TableError>),
+    #[error(transparent)]
+    Guest(#[from] GuestError),
+}
+
+impl GatewayError {
+    /// The status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::NoRoute(_) => StatusCode::NOT_FOUND,
+            GatewayError::BadPointer { .. } => StatusCode::BAD_GATEWAY,
+            GatewayError::Module(e) => match e.as_ref() {
+                ModuleLoadError::Store(StoreError::Unavailable(_)) => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                ModuleLoadError::Store(_)
+                | ModuleLoadError::Integrity(_)
+                | ModuleLoadError::Load { .. } => StatusCode::BAD_GATEWAY,
+            },
+            GatewayError::Table(_) => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::Guest(e) => match e {
+                GuestError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+                GuestError::MemoryLimit(_)
+                | GuestError::Trap(_)
+                | GuestError::NoResponse
+                | GuestError::ErrorCode(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+        }
+    }
+
+    /// What the client is told: short, and free of guest or store internals.
+    fn public_message(&self) -> String {
+        match self {
+            GatewayError::BadRequest(why) => why.clone(),
+            GatewayError::NoRoute(what) => format!("no route for {what}"),
+            GatewayError::BadPointer { .. } | GatewayError::Module(_) => {
+                "the function's module could not be loaded".to_string()
+            }
+            GatewayError::Table(_) => "the route table is unavailable, retry shortly".to_string(),
+            GatewayError::Guest(GuestError::Timeout(after)) => {
+                format!("the function did not finish within {}ms", after.as_millis())
+            }
+            GatewayError::Guest(GuestError::MemoryLimit(limit)) => {
+                format!(
+                    "the function exceeded its memory limit of {} MiB",
+                    limit >> 20
+                )
+            }
+            GatewayError::Guest(_) => "the function failed".to_string(),
+        }
+    }
+
+    /// The plain-text response for this error.
+    pub fn into_response(self, request_id: &str) -> Response<Body> {
+        let status = self.status();
+        let text = format!(
+            "{} {}: {}\nrequest id: {request_id}\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            self.public_message()
+        );
+        let mut response = Response::new(body::full(text));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}

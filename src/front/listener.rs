@@ -1,0 +1,136 @@
+//! The HTTP listener front (feature `http`): hyper 1.x on a TCP socket, for
+//! Cloud Run (`$PORT`) and local use. On shutdown it stops accepting and
+//! lets in-flight requests, streamed bodies included, finish within the
+//! drain timeout.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use crate::body::BoxError;
+use crate::gateway::{Gateway, RequestInfo};
+
+/// How long a client has to send a request's headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A bound listener, ready to serve.
+pub struct Listener {
+    tcp: TcpListener,
+    gateway: Arc<Gateway>,
+}
+
+impl Listener {
+    /// Binds `addr`. Fails when the address is taken or not ours.
+    pub async fn bind(addr: SocketAddr, gateway: Arc<Gateway>) -> std::io::Result<Self> {
+        let tcp = TcpListener::bind(addr).await?;
+        Ok(Listener { tcp, gateway })
+    }
+
+    /// The address actually bound (port 0 resolved).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then drains: no new connections,
+    /// in-flight requests get up to `drain_timeout` to complete. Returns
+    /// whether everything drained in time.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>, drain_timeout: Duration) -> bool {
+        let graceful = GracefulShutdown::new();
+        let mut http = http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .keep_alive(true);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = self.tcp.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(conn) => conn,
+                        Err(error) => {
+                            // EMFILE and friends: back off instead of spinning.
+                            tracing::warn!(%error, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let gateway = self.gateway.clone();
+                    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+                        let gateway = gateway.clone();
+                        async move { Ok::<_, std::convert::Infallible>(handle(&gateway, request).await) }
+                    });
+                    let conn = http.serve_connection(TokioIo::new(stream), service);
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        if let Err(error) = conn.await {
+                            tracing::debug!(%peer, %error, "connection ended with an error");
+                        }
+                    });
+                }
+                () = &mut shutdown => break,
+            }
+        }
+        drop(self.tcp);
+        tracing::info!(
+            drain_timeout_ms = drain_timeout.as_millis() as u64,
+            "shutting down: draining in-flight requests"
+        );
+        match tokio::time::timeout(drain_timeout, graceful.shutdown()).await {
+            Ok(()) => true,
+            Err(_) => {
+                tracing::warn!("drain timeout passed with requests still in flight");
+                false
+            }
+        }
+    }
+}
+
+async fn handle(
+    gateway: &Gateway,
+    request: hyper::Request<Incoming>,
+) -> hyper::Response<crate::body::Body> {
+    let https = request
+        .headers()
+        .get("x-forwarded-proto")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+    let request = request.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed_unsync());
+    gateway
+        .handle(
+            request,
+            RequestInfo {
+                https,
+                ..RequestInfo::default()
+            },
+        )
+        .await
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received"),
+        () = term => tracing::info!("SIGTERM received"),
+    }
+}

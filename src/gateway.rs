@@ -1,0 +1,195 @@
+//! `Gateway`: the one service every front calls. It resolves the route,
+//! gets the compiled module, runs a fresh instance and returns its response:
+//!
+//! ```text
+//! front ─▶ Gateway::handle ─▶ RouteCache ─▶ ModuleCache ─▶ runtime ─▶ response
+//!                                 │              │
+//!                             RouteTable     ModuleStore
+//! ```
+//!
+//! Every request is answered, never dropped: failures become responses in
+//! `error.rs`. One log line per request records what happened.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{HeaderValue, Request, Response};
+
+use crate::body::Body;
+use crate::error::GatewayError;
+use crate::modules::{CacheOutcome, ModuleCache, ModuleKey, ModuleStore};
+use crate::routes::{Resolved, RouteCache, RouteTable};
+use crate::runtime::{Invocation, WasmEngine};
+
+/// The header carrying the request id, read from the client and echoed back.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Settings of the gateway itself.
+#[derive(Debug, Clone)]
+pub struct GatewayOptions {
+    /// How long a route lookup (or a miss) is cached.
+    pub route_ttl: Duration,
+    /// Most compiled modules kept warm.
+    pub module_cache_capacity: u64,
+}
+
+/// Facts only the front knows about a request.
+#[derive(Debug, Clone, Default)]
+pub struct RequestInfo {
+    /// The front's request id (e.g. Lambda's); else `x-request-id`, else generated.
+    pub request_id: Option<String>,
+    /// Whether the client connected over HTTPS.
+    pub https: bool,
+    /// A deadline earlier than the configured timeout (e.g. Lambda's remaining time).
+    pub deadline: Option<Instant>,
+}
+
+/// Route table + module cache + engine: everything a request needs.
+pub struct Gateway {
+    routes: RouteCache,
+    modules: ModuleCache,
+    engine: Arc<WasmEngine>,
+}
+
+impl Gateway {
+    pub fn new(
+        table: Arc<dyn RouteTable>,
+        store: Arc<dyn ModuleStore>,
+        engine: Arc<WasmEngine>,
+        options: GatewayOptions,
+    ) -> Self {
+        Gateway {
+            routes: RouteCache::new(table, options.route_ttl),
+            modules: ModuleCache::new(store, engine.clone(), options.module_cache_capacity),
+            engine,
+        }
+    }
+
+    /// Serves one request. Always answers: errors become plain-text responses.
+    pub async fn handle(&self, request: Request<Body>, info: RequestInfo) -> Response<Body> {
+        let started = Instant::now();
+        let request_id = info
+            .request_id
+            .clone()
+            .or_else(|| {
+                request
+                    .headers()
+                    .get(REQUEST_ID_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .filter(|v| !v.is_empty() && v.len() <= 128)
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(new_request_id);
+        let method = request.method().clone();
+        let path = request.uri().path().to_string();
+        let mut trace = Trace::default();
+
+        let mut response = match self.serve(request, &info, &request_id, &mut trace).await {
+            Ok(response) => response,
+            Err(error) => {
+                if error.status().is_server_error() {
+                    tracing::warn!(request_id = %request_id, error = %error, "request failed");
+                }
+                error.into_response(&request_id)
+            }
+        };
+        if let Ok(value) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert(REQUEST_ID_HEADER, value);
+        }
+        tracing::info!(
+            target: "wasmgate::request",
+            request_id = %request_id,
+            method = %method,
+            path = %path,
+            route = trace.route.as_deref().unwrap_or("-"),
+            version = trace.version,
+            module = trace.module.as_deref().unwrap_or("-"),
+            status = response.status().as_u16(),
+            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            route_cache = trace.route_cache.map(|c| c.as_str()).unwrap_or("-"),
+            module_cache = trace.module_cache.map(|c| c.as_str()).unwrap_or("-"),
+            "request"
+        );
+        response
+    }
+
+    async fn serve(
+        &self,
+        request: Request<Body>,
+        info: &RequestInfo,
+        request_id: &str,
+        trace: &mut Trace,
+    ) -> Result<Response<Body>, GatewayError> {
+        let host = request
+            .uri()
+            .host()
+            .map(str::to_string)
+            .or_else(|| {
+                request
+                    .headers()
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_string)
+            })
+            .ok_or_else(|| GatewayError::BadRequest("the request has no Host header".into()))?;
+
+        let (resolved, route_cache) = self
+            .routes
+            .resolve(Some(&host), request.uri().path())
+            .await
+            .map_err(GatewayError::Table)?;
+        trace.route_cache = Some(route_cache);
+        let pointer = match resolved {
+            Resolved::Found(pointer) => pointer,
+            Resolved::Missing => {
+                return Err(GatewayError::NoRoute(request.uri().path().to_string()));
+            }
+        };
+        trace.route = Some(pointer.route.to_string());
+        trace.version = pointer.version;
+        trace.module = Some(pointer.module.clone());
+
+        let key = ModuleKey::parse(&pointer.module).map_err(|_| GatewayError::BadPointer {
+            route: pointer.route.to_string(),
+            key: pointer.module.clone(),
+        })?;
+        let (module, module_cache) = self.modules.get(&key).await.map_err(GatewayError::Module)?;
+        trace.module_cache = Some(module_cache);
+
+        let timeout_deadline = Instant::now() + self.engine.limits().timeout;
+        let invocation = Invocation {
+            request_id: request_id.to_string(),
+            deadline: info
+                .deadline
+                .map_or(timeout_deadline, |d| d.min(timeout_deadline)),
+            https: info.https,
+        };
+        Ok(module.run(&self.engine, request, &invocation).await?)
+    }
+}
+
+/// What the request log line reports.
+#[derive(Default)]
+struct Trace {
+    route: Option<String>,
+    version: Option<u64>,
+    module: Option<String>,
+    route_cache: Option<CacheOutcome>,
+    module_cache: Option<CacheOutcome>,
+}
+
+/// A random 128-bit id, as 32 hex digits.
+pub fn new_request_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let state = std::collections::hash_map::RandomState::new();
+    let mut words = [0u64; 2];
+    for (i, word) in words.iter_mut().enumerate() {
+        let mut hasher = state.build_hasher();
+        hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+        hasher.write_usize(i);
+        *word = hasher.finish();
+    }
+    format!("{:016x}{:016x}", words[0], words[1])
+}

@@ -1,0 +1,49 @@
+//! # wasmgate
+//!
+//! One binary that serves WebAssembly functions: on AWS Lambda, on Cloud
+//! Run, or on a laptop with no cloud at all. A request is routed by host and
+//! path prefix to the module that is live for it, the module is fetched by
+//! its content address, verified, compiled once and kept warm, and each
+//! request runs in a fresh instance.
+//!
+//! ```text
+//!   front (listener | lambda)
+//!     │  http::Request<Body>
+//!     ▼
+//!   Gateway ──▶ RouteCache ──▶ RouteTable   (SQLite | DynamoDB): route → module key
+//!     │
+//!     ├──────▶ ModuleCache ──▶ ModuleStore  (folder | S3): key → bytes, SHA-256 checked
+//!     │            │ compiled once, by digest
+//!     ▼            ▼
+//!   runtime: fresh wasmtime instance per request ──▶ http::Response<Body> (streamed)
+//! ```
+//!
+//! Deploys are immutable: bytes are stored at
+//! `application/wasm/{len}b/sha256-{hex}.wasm` and a deploy or rollback is a
+//! conditional flip of the route's live pointer ([`deploy`]).
+//!
+//! ## Settings
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `WASMGATE_DATA_DIR` | `.wasmgate` | embedded default: module files and `routes.sqlite3` |
+//! | `WASMGATE_ROUTE_TTL_MS` | `2000` | route cache TTL; changes are served within it |
+//! | `WASMGATE_TIMEOUT_MS` | `30000` | per-request deadline (504 past it) |
+//! | `WASMGATE_MEMORY_LIMIT_MB` | `128` | per-instance memory limit |
+//! | `WASMGATE_MAX_CONCURRENCY` | `256` | most instances alive at once |
+//! | `WASMGATE_MODULE_CACHE_SIZE` | `64` | compiled modules kept warm |
+//! | `WASMGATE_POOLING` | `auto` | pooling allocator: `auto`, `on`, `off` |
+//! | `WASMGATE_ADDR` / `PORT` | `0.0.0.0:8080` | listener address |
+//! | `WASMGATE_DRAIN_TIMEOUT_MS` | `10000` | time in-flight requests get after SIGTERM |
+//! | `WASMGATE_LOG` | `info` | log filter |
+
+pub mod backend;
+pub mod body;
+pub mod config;
+pub mod deploy;
+pub mod error;
+pub mod front;
+pub mod gateway;
+pub mod modules;
+pub mod routes;
+pub mod runtime;

@@ -1,0 +1,280 @@
+//! The `wasmgate` command: serve functions, deploy them, roll them back.
+
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+
+use wasmgate::backend::{self, Backends};
+use wasmgate::config::{ServeSettings, Settings};
+use wasmgate::deploy::RouteHistory;
+use wasmgate::routes::RouteName;
+
+/// Serve WebAssembly (wasi:http) functions, deploy them by content address,
+/// and roll them back with one command.
+///
+/// Quick start (no cloud needed; state lives in ./.wasmgate):
+///
+///   wasmgate deploy examples/hello-rust/hello.wasm --route /hello
+///   wasmgate serve &
+///   curl localhost:8080/hello
+///
+/// Every option is also an environment variable (WASMGATE_*), shown in each
+/// command's --help.
+#[derive(Parser)]
+#[command(name = "wasmgate", version, max_term_width = 100)]
+struct Cli {
+    #[command(flatten)]
+    settings: Settings,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve every deployed route over HTTP.
+    Serve {
+        #[command(flatten)]
+        serve: ServeSettings,
+    },
+    /// Store a module and make it the live version of a route.
+    ///
+    /// The module must be a component exporting wasi:http/incoming-handler.
+    /// Bytes already stored are not uploaded again.
+    Deploy {
+        /// The .wasm file to deploy.
+        file: PathBuf,
+        /// The route to serve it on: `/path` or `host/path`.
+        #[arg(long)]
+        route: RouteName,
+        /// Who is deploying, for the history [default: $USER].
+        #[arg(long, env = "WASMGATE_ACTOR")]
+        actor: Option<String>,
+    },
+    /// Make an earlier version of a route live again.
+    Rollback {
+        /// The route, as deployed: `/path` or `host/path`.
+        route: RouteName,
+        /// The version to make live [default: the one live before the current one].
+        #[arg(long)]
+        to: Option<u64>,
+        /// Who is rolling back, for the history [default: $USER].
+        #[arg(long, env = "WASMGATE_ACTOR")]
+        actor: Option<String>,
+    },
+    /// Show a route's versions and the history of its live pointer.
+    History {
+        /// The route: `/path` or `host/path`.
+        route: RouteName,
+    },
+    /// List every route and its live version.
+    Routes,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(
+        &cli.settings.log,
+        matches!(cli.command, Command::Serve { .. }),
+    );
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: starting the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = cli.settings;
+    let backends = Backends::open(&settings)?;
+    match cli.command {
+        Command::Serve { serve } => serve_http(&settings, &serve, backends).await,
+        Command::Deploy { file, route, actor } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let engine = backend::engine(&settings)?;
+            let report = backends
+                .deployer(engine)
+                .deploy(&route, Bytes::from(bytes), &actor_or_user(actor))
+                .await?;
+            println!("module:  {}", report.key);
+            if report.uploaded {
+                println!("stored:  uploaded to {}", backends.store.location());
+            } else {
+                println!("stored:  skipped, already stored");
+            }
+            println!("route:   {} ({})", report.route, report.abi);
+            println!("version: {} (live)", report.version);
+            Ok(())
+        }
+        Command::Rollback { route, to, actor } => {
+            let engine = backend::engine(&settings)?;
+            let report = backends
+                .deployer(engine)
+                .rollback(&route, to, &actor_or_user(actor))
+                .await?;
+            let from = report
+                .from_version
+                .map_or_else(|| "-".to_string(), |v| v.to_string());
+            println!(
+                "{}: version {} is live (was {from}); servers follow within the route TTL",
+                report.route, report.to_version
+            );
+            println!("module:  {}", report.module);
+            Ok(())
+        }
+        Command::History { route } => {
+            let engine = backend::engine(&settings)?;
+            let history = backends.deployer(engine).history(&route).await?;
+            print_history(&history);
+            Ok(())
+        }
+        Command::Routes => {
+            let engine = backend::engine(&settings)?;
+            let routes = backends.deployer(engine).routes().await?;
+            if routes.is_empty() {
+                println!("no routes yet: deploy one with `wasmgate deploy FILE --route /path`");
+            }
+            for live in routes {
+                let version = live
+                    .version
+                    .map_or_else(|| "-".to_string(), |v| format!("v{v}"));
+                println!(
+                    "{:<32} {:>6}  {}  {}",
+                    live.route.to_string(),
+                    version,
+                    live.updated_at,
+                    live.module
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn serve_http(
+    settings: &Settings,
+    serve: &ServeSettings,
+    backends: Backends,
+) -> anyhow::Result<()> {
+    let engine = backend::engine(settings)?;
+    let gateway = Arc::new(backends.gateway(engine.clone(), settings));
+    let addr = serve.listen_addr();
+    let listener = wasmgate::front::listener::Listener::bind(addr, gateway)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        data_dir = %settings.data_dir.display(),
+        pooling = engine.pooling(),
+        "wasmgate listening"
+    );
+    let drained = listener
+        .serve(
+            wasmgate::front::listener::shutdown_signal(),
+            serve.drain_timeout(),
+        )
+        .await;
+    tracing::info!(drained, "wasmgate stopped");
+    Ok(())
+}
+
+fn print_history(history: &RouteHistory) {
+    println!("route {}", history.route);
+    match &history.live {
+        Some(live) => {
+            let version = live
+                .version
+                .map_or_else(|| "(no version)".to_string(), |v| format!("v{v}"));
+            println!("live:  {version}  {}", live.module);
+            if live.version.is_none_or(|v| {
+                !history
+                    .versions
+                    .iter()
+                    .any(|x| x.number == v && x.module == live.module)
+            }) {
+                println!(
+                    "       (the live module matches no recorded version: it was set by hand)"
+                );
+            }
+        }
+        None => println!("live:  none"),
+    }
+    println!();
+    println!("versions:");
+    for v in &history.versions {
+        let live = history
+            .live
+            .as_ref()
+            .is_some_and(|l| l.version == Some(v.number) && l.module == v.module);
+        println!(
+            "  {} v{:<4} {}  {:<12} {}",
+            if live { "*" } else { " " },
+            v.number,
+            v.created_at,
+            v.created_by,
+            v.module
+        );
+    }
+    println!();
+    println!("pointer changes:");
+    for c in &history.changes {
+        let from = c
+            .from_version
+            .map_or_else(|| "-".to_string(), |v| format!("v{v}"));
+        let to = c
+            .to_version
+            .map_or_else(|| "-".to_string(), |v| format!("v{v}"));
+        let reason = c
+            .reason
+            .as_deref()
+            .map(|r| format!("  ({r})"))
+            .unwrap_or_default();
+        println!(
+            "  {}  {:<9} {from:>5} -> {to:<5} by {}{reason}",
+            c.at, c.action, c.actor
+        );
+    }
+}
+
+fn actor_or_user(actor: Option<String>) -> String {
+    actor
+        .filter(|a| !a.trim().is_empty())
+        .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
+        .or_else(|| std::env::var("LOGNAME").ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// Logs go to stdout for `serve` (where platforms collect them) and to
+/// stderr for the CLI (so its stdout stays the command's output).
+fn init_logging(filter: &str, to_stdout: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|error| {
+        eprintln!("warning: WASMGATE_LOG={filter:?} is not a valid filter ({error}); using `info`");
+        tracing_subscriber::EnvFilter::new("info")
+    });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if to_stdout {
+        let ansi = std::io::stdout().is_terminal();
+        builder.with_ansi(ansi).with_writer(std::io::stdout).init();
+    } else {
+        let ansi = std::io::stderr().is_terminal();
+        builder.with_ansi(ansi).with_writer(std::io::stderr).init();
+    }
+}

@@ -1,0 +1,154 @@
+//! `FsModuleStore`: modules as files under a folder, at the same key path
+//! they have in the S3 bucket (`{root}/application/wasm/{len}b/sha256-{hex}.wasm`).
+//!
+//! A put writes a temporary file and hard-links it into place, which fails
+//! when the target exists: an object is never overwritten, and two
+//! concurrent deploys of the same bytes both succeed with one file.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{ModuleKey, ModuleStore, PutOutcome, StoreError};
+
+/// Modules stored as files under `root`.
+#[derive(Debug, Clone)]
+pub struct FsModuleStore {
+    root: PathBuf,
+}
+
+impl FsModuleStore {
+    /// A store rooted at `root` (created on the first put).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        FsModuleStore { root: root.into() }
+    }
+
+    /// The file that holds `key`.
+    pub fn path_of(&self, key: &ModuleKey) -> PathBuf {
+        self.root.join(key.to_string())
+    }
+}
+
+#[async_trait]
+impl ModuleStore for FsModuleStore {
+    async fn get(&self, key: &ModuleKey) -> Result<Bytes, StoreError> {
+        let path = self.path_of(key);
+        match tokio::fs::read(&path).await {
+            Ok(bytes) => Ok(Bytes::from(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(StoreError::NotFound(key.to_string()))
+            }
+            Err(e) => Err(StoreError::Unavailable(format!(
+                "reading {}: {e}",
+                path.display()
+            ))),
+        }
+    }
+
+    async fn put(&self, key: &ModuleKey, bytes: Bytes) -> Result<PutOutcome, StoreError> {
+        let path = self.path_of(key);
+        let key = *key;
+        tokio::task::spawn_blocking(move || put_file(&path, &key, &bytes))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("writing a module: {e}")))?
+    }
+
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+}
+
+fn put_file(path: &Path, key: &ModuleKey, bytes: &[u8]) -> Result<PutOutcome, StoreError> {
+    let io = |what: &str, e: std::io::Error| {
+        StoreError::Unavailable(format!("{what} {}: {e}", path.display()))
+    };
+    if path.exists() {
+        return check_existing(path, key);
+    }
+    let dir = path.parent().expect("BUG: a module path has a parent");
+    std::fs::create_dir_all(dir).map_err(|e| io("creating the folder of", e))?;
+    let tmp = dir.join(format!(".tmp-{}-{}", std::process::id(), unique_suffix()));
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::hard_link(&tmp, path)
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    match result {
+        Ok(()) => Ok(PutOutcome::Uploaded),
+        // Another deploy of the same bytes won the race.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => check_existing(path, key),
+        Err(e) => Err(io("writing", e)),
+    }
+}
+
+/// An existing object is only "already stored" when its bytes match its key.
+fn check_existing(path: &Path, key: &ModuleKey) -> Result<PutOutcome, StoreError> {
+    let existing = std::fs::read(path)
+        .map_err(|e| StoreError::Unavailable(format!("reading {}: {e}", path.display())))?;
+    match key.verify(&existing) {
+        Ok(()) => Ok(PutOutcome::AlreadyStored),
+        Err(e) => Err(StoreError::Corrupt {
+            key: key.to_string(),
+            reason: format!("{e}; file {}", path.display()),
+        }),
+    }
+}
+
+fn unique_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0);
+    (nanos << 16) ^ COUNTER.fetch_add(1, Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn put_then_get_and_skip_on_second_put() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsModuleStore::new(dir.path());
+        let bytes = Bytes::from_static(b"\0asm not really");
+        let key = ModuleKey::for_bytes(&bytes);
+        assert_eq!(
+            store.put(&key, bytes.clone()).await.unwrap(),
+            PutOutcome::Uploaded
+        );
+        assert_eq!(
+            store.put(&key, bytes.clone()).await.unwrap(),
+            PutOutcome::AlreadyStored
+        );
+        assert_eq!(store.get(&key).await.unwrap(), bytes);
+        assert!(dir.path().join(key.to_string()).is_file());
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_existing_object_is_reported_not_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsModuleStore::new(dir.path());
+        let key = ModuleKey::for_bytes(b"good");
+        store.put(&key, Bytes::from_static(b"good")).await.unwrap();
+        std::fs::write(store.path_of(&key), b"evil").unwrap();
+        let err = store
+            .put(&key, Bytes::from_static(b"good"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn missing_object_is_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsModuleStore::new(dir.path());
+        let err = store.get(&ModuleKey::for_bytes(b"nope")).await.unwrap_err();
+        assert!(matches!(err, StoreError::NotFound(_)));
+    }
+}

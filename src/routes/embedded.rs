@@ -1,0 +1,332 @@
+//! `SqliteRouteTable`: the embedded route table, one SQLite file in WAL mode,
+//! shared safely by the server and the CLI running in other processes.
+//!
+//! Writes run in `BEGIN IMMEDIATE` transactions, which take SQLite's write
+//! lock before reading, so the check of the expected pointer and the write
+//! of the new one cannot interleave with another process's flip.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use super::{
+    ChangeNote, LivePointer, NewVersion, PointerChange, RouteName, RouteTable, TableError, Version,
+    describe, now_rfc3339,
+};
+
+/// How long a writer waits for another process's transaction to finish.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS live (
+    route       TEXT PRIMARY KEY,
+    module      TEXT NOT NULL,
+    version     INTEGER,
+    updated_at  TEXT NOT NULL,
+    updated_by  TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS versions (
+    route       TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    module      TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    created_by  TEXT NOT NULL,
+    metadata    TEXT NOT NULL,
+    PRIMARY KEY (route, version)
+);
+CREATE TABLE IF NOT EXISTS changes (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    route        TEXT NOT NULL,
+    at           TEXT NOT NULL,
+    actor        TEXT NOT NULL,
+    action       TEXT NOT NULL,
+    from_version INTEGER,
+    from_module  TEXT,
+    to_version   INTEGER,
+    to_module    TEXT NOT NULL,
+    reason       TEXT
+);
+CREATE INDEX IF NOT EXISTS changes_by_route ON changes (route, id);
+PRAGMA user_version = 1;
+";
+
+/// Routes, versions and history in a SQLite database file.
+#[derive(Clone)]
+pub struct SqliteRouteTable {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+impl SqliteRouteTable {
+    /// Opens (creating if needed) the database at `path`. Fails when the file
+    /// cannot be opened or is not a wasmgate database.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, TableError> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| TableError::Unavailable(format!("creating {}: {e}", dir.display())))?;
+        }
+        let fail = |e: rusqlite::Error| {
+            TableError::Unavailable(format!("opening {}: {e}", path.display()))
+        };
+        let conn = Connection::open(&path).map_err(fail)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(fail)?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .map_err(fail)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(TableError::Unavailable(format!(
+                "{} cannot use WAL mode (got {mode}); put the data dir on a local filesystem",
+                path.display()
+            )));
+        }
+        conn.execute_batch("PRAGMA synchronous = NORMAL;")
+            .map_err(fail)?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(fail)?;
+        if version > 1 {
+            return Err(TableError::Corrupt(format!(
+                "{} has schema version {version}, newer than this wasmgate understands (1)",
+                path.display()
+            )));
+        }
+        conn.execute_batch(SCHEMA).map_err(fail)?;
+        Ok(SqliteRouteTable {
+            conn: Arc::new(Mutex::new(conn)),
+            path,
+        })
+    }
+
+    async fn with_conn<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<R, rusqlite::Error> + Send + 'static,
+    ) -> Result<R, TableError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| TableError::Unavailable(format!("database task failed: {e}")))?
+        .map_err(sql_error)
+    }
+}
+
+fn sql_error(e: rusqlite::Error) -> TableError {
+    if let rusqlite::Error::ToSqlConversionFailure(inner) = &e
+        && let Some(conflict) = inner.downcast_ref::<ConflictSignal>()
+    {
+        return conflict.0.clone();
+    }
+    TableError::Unavailable(format!("database error: {e}"))
+}
+
+/// Carries a conflict out of a transaction closure through rusqlite's error.
+#[derive(Debug)]
+struct ConflictSignal(TableError);
+
+impl std::fmt::Display for ConflictSignal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for ConflictSignal {}
+
+fn route_of(text: String) -> rusqlite::Result<RouteName> {
+    RouteName::parse(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+fn live_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<LivePointer> {
+    Ok(LivePointer {
+        route: route_of(row.get(0)?)?,
+        module: row.get(1)?,
+        version: row.get::<_, Option<i64>>(2)?.map(|v| v as u64),
+        updated_at: row.get(3)?,
+        updated_by: row.get(4)?,
+    })
+}
+
+fn version_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Version> {
+    let metadata: String = row.get(5)?;
+    Ok(Version {
+        route: route_of(row.get(0)?)?,
+        number: row.get::<_, i64>(1)? as u64,
+        module: row.get(2)?,
+        created_at: row.get(3)?,
+        created_by: row.get(4)?,
+        metadata: serde_json::from_str(&metadata).unwrap_or(serde_json::Value::Null),
+    })
+}
+
+const LIVE_COLUMNS: &str = "route, module, version, updated_at, updated_by";
+
+#[async_trait]
+impl RouteTable for SqliteRouteTable {
+    async fn lookup(&self, candidates: &[RouteName]) -> Result<Vec<LivePointer>, TableError> {
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: Vec<String> = candidates.iter().map(|c| c.to_string()).collect();
+        self.with_conn(move |conn| {
+            let placeholders = vec!["?"; names.len()].join(",");
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {LIVE_COLUMNS} FROM live WHERE route IN ({placeholders})"
+            ))?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(names.iter()), live_from_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn list(&self) -> Result<Vec<LivePointer>, TableError> {
+        self.with_conn(|conn| {
+            let mut stmt =
+                conn.prepare_cached(&format!("SELECT {LIVE_COLUMNS} FROM live ORDER BY route"))?;
+            let rows = stmt.query_map([], live_from_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn add_version(
+        &self,
+        route: &RouteName,
+        version: NewVersion,
+    ) -> Result<Version, TableError> {
+        let route = route.clone();
+        self.with_conn(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let name = route.to_string();
+            let next: i64 = tx.query_row(
+                "SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE route = ?1",
+                [&name],
+                |row| row.get(0),
+            )?;
+            let created_at = now_rfc3339();
+            let module = version.module.to_string();
+            let metadata = version.metadata.to_string();
+            tx.execute(
+                "INSERT INTO versions (route, version, module, created_at, created_by, metadata) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![name, next, module, created_at, version.actor, metadata],
+            )?;
+            tx.commit()?;
+            Ok(Version {
+                route,
+                number: next as u64,
+                module,
+                created_at,
+                created_by: version.actor,
+                metadata: version.metadata,
+            })
+        })
+        .await
+    }
+
+    async fn versions(&self, route: &RouteName) -> Result<Vec<Version>, TableError> {
+        let name = route.to_string();
+        self.with_conn(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT route, version, module, created_at, created_by, metadata FROM versions WHERE route = ?1 ORDER BY version",
+            )?;
+            let rows = stmt.query_map([name], version_from_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn flip(
+        &self,
+        route: &RouteName,
+        expected: Option<&LivePointer>,
+        to: &Version,
+        note: ChangeNote,
+    ) -> Result<LivePointer, TableError> {
+        let route = route.clone();
+        let expected = expected.map(|p| (p.module.clone(), p.version));
+        let to = to.clone();
+        self.with_conn(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let name = route.to_string();
+            let current: Option<(String, Option<i64>)> = tx
+                .query_row("SELECT module, version FROM live WHERE route = ?1", [&name], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })
+                .optional()?;
+            let current = current.map(|(m, v)| (m, v.map(|v| v as u64)));
+            if current != expected {
+                let conflict = TableError::Conflict {
+                    route: name,
+                    expected: describe(expected.as_ref().map(|(m, v)| (m.as_str(), *v))),
+                    found: describe(current.as_ref().map(|(m, v)| (m.as_str(), *v))),
+                };
+                return Err(rusqlite::Error::ToSqlConversionFailure(Box::new(ConflictSignal(conflict))));
+            }
+            let at = now_rfc3339();
+            tx.execute(
+                "INSERT INTO live (route, module, version, updated_at, updated_by) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (route) DO UPDATE SET module = excluded.module, version = excluded.version,
+                     updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+                params![name, to.module, to.number as i64, at, note.actor],
+            )?;
+            tx.execute(
+                "INSERT INTO changes (route, at, actor, action, from_version, from_module, to_version, to_module, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    name,
+                    at,
+                    note.actor,
+                    note.action,
+                    current.as_ref().and_then(|(_, v)| v.map(|v| v as i64)),
+                    current.as_ref().map(|(m, _)| m.clone()),
+                    to.number as i64,
+                    to.module,
+                    note.reason,
+                ],
+            )?;
+            tx.commit()?;
+            Ok(LivePointer {
+                route,
+                module: to.module,
+                version: Some(to.number),
+                updated_at: at,
+                updated_by: note.actor,
+            })
+        })
+        .await
+    }
+
+    async fn history(&self, route: &RouteName) -> Result<Vec<PointerChange>, TableError> {
+        let name = route.to_string();
+        self.with_conn(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT at, actor, action, from_version, from_module, to_version, to_module, reason
+                 FROM changes WHERE route = ?1 ORDER BY id",
+            )?;
+            let rows = stmt.query_map([name], |row| {
+                Ok(PointerChange {
+                    at: row.get(0)?,
+                    actor: row.get(1)?,
+                    action: row.get(2)?,
+                    from_version: row.get::<_, Option<i64>>(3)?.map(|v| v as u64),
+                    from_module: row.get(4)?,
+                    to_version: row.get::<_, Option<i64>>(5)?.map(|v| v as u64),
+                    to_module: row.get(6)?,
+                    reason: row.get(7)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+}

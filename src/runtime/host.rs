@@ -1,0 +1,243 @@
+//! The per-request host state a guest's `Store` carries: its WASI context
+//! (no environment, no files, no network), its wasi:http context, the memory
+//! limiter, and guest stdout/stderr routed to the log.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use tokio::io::AsyncWrite;
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+/// What one guest instance may do, fixed before it starts.
+pub struct HostState {
+    table: ResourceTable,
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    hooks: DenyOutbound,
+    pub(crate) limiter: MemoryLimiter,
+}
+
+impl HostState {
+    /// A guest context with nothing granted: no environment variables, no
+    /// preopened directories, no sockets, stdin closed, stdout and stderr
+    /// going to the log tagged with `request_id`.
+    pub fn new(request_id: &str, memory_limit: usize) -> Self {
+        let mut wasi = WasiCtx::builder();
+        wasi.stdout(GuestLog::new(request_id, "stdout"))
+            .stderr(GuestLog::new(request_id, "stderr"))
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        HostState {
+            table: ResourceTable::new(),
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            hooks: DenyOutbound,
+            limiter: MemoryLimiter::new(memory_limit),
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// Outbound HTTP (`wasi:http/outgoing-handler`): denied, as no route grants it yet.
+struct DenyOutbound;
+
+impl WasiHttpHooks for DenyOutbound {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (
+                        http::Response<wasmtime_wasi_http::WasiBody>,
+                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        tracing::warn!(uri = %request.uri(), "guest outbound HTTP request denied");
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
+}
+
+/// Caps each linear memory at `limit` bytes and remembers whether a guest
+/// ran into the cap, so a resulting trap can be reported as what it is.
+pub(crate) struct MemoryLimiter {
+    limit: usize,
+    hit: Arc<AtomicBool>,
+}
+
+impl MemoryLimiter {
+    fn new(limit: usize) -> Self {
+        MemoryLimiter {
+            limit,
+            hit: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// A flag that turns true once the guest asked for more than its limit.
+    pub(crate) fn hit_flag(&self) -> Arc<AtomicBool> {
+        self.hit.clone()
+    }
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit || maximum.is_some_and(|max| desired > max) {
+            self.hit.store(true, Ordering::Relaxed);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Tables hold one pointer per element: cap them by the same budget.
+        let bytes = desired.saturating_mul(std::mem::size_of::<usize>());
+        Ok(bytes <= self.limit && maximum.is_none_or(|max| desired <= max))
+    }
+}
+
+/// Guest stdout or stderr: each complete line becomes one log event tagged
+/// with the request id; a partial line is logged when the stream closes.
+#[derive(Clone)]
+struct GuestLog {
+    inner: Arc<GuestLogInner>,
+}
+
+struct GuestLogInner {
+    request_id: String,
+    stream: &'static str,
+    pending: Mutex<Vec<u8>>,
+}
+
+/// Longest line kept whole; longer output is logged in pieces of this size.
+const MAX_GUEST_LOG_LINE: usize = 16 * 1024;
+
+impl GuestLog {
+    fn new(request_id: &str, stream: &'static str) -> Self {
+        GuestLog {
+            inner: Arc::new(GuestLogInner {
+                request_id: request_id.to_string(),
+                stream,
+                pending: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    fn write(&self, mut bytes: &[u8]) {
+        let mut pending = self
+            .inner
+            .pending
+            .lock()
+            .expect("BUG: guest log lock poisoned");
+        while !bytes.is_empty() {
+            match bytes.iter().position(|b| *b == b'\n') {
+                Some(i) => {
+                    pending.extend_from_slice(&bytes[..i]);
+                    self.inner.emit(&pending);
+                    pending.clear();
+                    bytes = &bytes[i + 1..];
+                }
+                None => {
+                    pending.extend_from_slice(bytes);
+                    bytes = &[];
+                }
+            }
+            if pending.len() >= MAX_GUEST_LOG_LINE {
+                self.inner.emit(&pending);
+                pending.clear();
+            }
+        }
+    }
+}
+
+impl GuestLogInner {
+    fn emit(&self, line: &[u8]) {
+        let line = String::from_utf8_lossy(line);
+        tracing::info!(
+            target: "wasmgate::guest",
+            request_id = %self.request_id,
+            stream = self.stream,
+            "{line}"
+        );
+    }
+}
+
+impl Drop for GuestLogInner {
+    fn drop(&mut self) {
+        let pending = self
+            .pending
+            .get_mut()
+            .map(std::mem::take)
+            .unwrap_or_default();
+        if !pending.is_empty() {
+            self.emit(&pending);
+        }
+    }
+}
+
+impl wasmtime_wasi::cli::IsTerminal for GuestLog {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl wasmtime_wasi::cli::StdoutStream for GuestLog {
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl AsyncWrite for GuestLog {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.write(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}

@@ -1,0 +1,119 @@
+//! The runtime: turns verified module bytes into a compiled, pre-instantiated
+//! handle ([`LoadedModule`]) and runs one fresh instance per request.
+//!
+//! ```text
+//! bytes ──load──▶ LoadedModule (compiled once, cached by digest)
+//!                    │
+//! request ──run──▶ fresh Store + instance ──▶ response (streamed)
+//! ```
+//!
+//! A guest gets nothing by default: no host environment, no files, no
+//! sockets, no outbound HTTP. Every instance runs under the memory limit and
+//! the wall-clock deadline of [`RuntimeLimits`].
+
+mod engine;
+mod host;
+mod wasi_http;
+
+use std::time::{Duration, Instant};
+
+pub use engine::{EPOCH_TICK, PoolingMode, RuntimeLimits, WasmEngine};
+pub use wasi_http::HttpComponent;
+
+use crate::body::Body;
+
+/// The guest ABIs wasmgate runs, as named in error messages.
+pub const ACCEPTED_EXPORTS: &str =
+    "a component exporting wasi:http/incoming-handler (0.2.x), as built for `wasmtime serve`";
+
+/// A module compiled and linked, ready to instantiate per request.
+pub enum LoadedModule {
+    /// A wasi:http 0.2 component (`wasi:http/incoming-handler`).
+    WasiHttp(HttpComponent),
+}
+
+impl LoadedModule {
+    /// The ABI, for logs and deploy output.
+    pub fn abi(&self) -> &'static str {
+        match self {
+            LoadedModule::WasiHttp(_) => "wasi:http component",
+        }
+    }
+
+    /// Runs one fresh instance on `request`.
+    pub async fn run(
+        &self,
+        engine: &WasmEngine,
+        request: http::Request<Body>,
+        invocation: &Invocation,
+    ) -> Result<http::Response<Body>, GuestError> {
+        match self {
+            LoadedModule::WasiHttp(component) => component.run(engine, request, invocation).await,
+        }
+    }
+}
+
+/// Per-request facts the runtime needs.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    /// Tags the guest's log lines.
+    pub request_id: String,
+    /// The instant the guest is interrupted (504).
+    pub deadline: Instant,
+    /// Whether the client reached us over HTTPS (as the front knows it).
+    pub https: bool,
+}
+
+/// Why bytes cannot be served.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LoadError {
+    #[error(
+        "not a WebAssembly binary (it does not start with \\0asm); expected {ACCEPTED_EXPORTS}"
+    )]
+    NotWasm,
+    #[error("{found}; wasmgate runs {ACCEPTED_EXPORTS}")]
+    Unsupported { found: String },
+    #[error("the module does not compile: {0}")]
+    Compile(String),
+    #[error("the component imports something wasmgate does not provide: {0}")]
+    Link(String),
+}
+
+/// How a guest run failed. Each maps to one HTTP status in `error.rs`.
+#[derive(Debug, thiserror::Error)]
+pub enum GuestError {
+    #[error("the function ran past its deadline of {}ms", .0.as_millis())]
+    Timeout(Duration),
+    #[error("the function exceeded its memory limit of {} MiB", .0 >> 20)]
+    MemoryLimit(usize),
+    #[error("the function trapped: {0}")]
+    Trap(String),
+    #[error("the function returned without setting a response")]
+    NoResponse,
+    #[error("the function answered with an error: {0}")]
+    ErrorCode(String),
+}
+
+impl WasmEngine {
+    /// Compiles and links `bytes` (which the caller has verified). Blocking:
+    /// call it from `spawn_blocking` in async code. Fails with a message that
+    /// names what was expected when the bytes are not something wasmgate runs.
+    pub fn load(&self, bytes: &[u8]) -> Result<LoadedModule, LoadError> {
+        const COMPONENT_LAYER: [u8; 4] = [0x0d, 0x00, 0x01, 0x00];
+        const MODULE_LAYER: [u8; 4] = [0x01, 0x00, 0x00, 0x00];
+        if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+            return Err(LoadError::NotWasm);
+        }
+        if bytes[4..8] == COMPONENT_LAYER {
+            HttpComponent::load(self, bytes).map(LoadedModule::WasiHttp)
+        } else if bytes[4..8] == MODULE_LAYER {
+            Err(LoadError::Unsupported {
+                found: "this is a core WebAssembly module, not a component".into(),
+            })
+        } else {
+            Err(LoadError::Unsupported {
+                found: "this WebAssembly binary has an unknown version".into(),
+            })
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The test guest: one wasi:http component whose behaviour is chosen by the
+//! last segment of the request path, so the integration tests can exercise
+//! every outcome (echo, environment, files, trap, loop, memory bomb, large
+//! streamed body) through a single deployed module.
+//!
+//! Rebuild with `make fixtures` (needs `rustup target add wasm32-wasip2`).
+
+use std::io::{Read as _, Write as _};
+
+use wasip2::http::types::{
+    Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
+};
+
+wasip2::http::proxy::export!(Probe);
+
+struct Probe;
+
+impl wasip2::exports::http::incoming_handler::Guest for Probe {
+    fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
+        let path_with_query = request.path_with_query().unwrap_or_default();
+        let (path, query) = match path_with_query.split_once('?') {
+            Some((p, q)) => (p.to_string(), q.to_string()),
+            None => (path_with_query.clone(), String::new()),
+        };
+        let action = path.rsplit('/').next().unwrap_or_default().to_string();
+        match action.as_str() {
+            "trap" => core::arch::wasm32::unreachable(),
+            "panic" => panic!("the probe was asked to panic"),
+            "loop" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = core::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "oom" => {
+                // Grow until the host refuses; keep every block reachable.
+                let mut blocks: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    let mut block = vec![0u8; 8 << 20];
+                    block[0] = 1;
+                    blocks.push(core::hint::black_box(block));
+                }
+            }
+            "big" => {
+                let total: usize = query_param(&query, "bytes")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(5 << 20);
+                send_streamed(response_out, total);
+            }
+            "env" => {
+                let mut text = String::new();
+                for (k, v) in std::env::vars() {
+                    text.push_str(&format!("{k}={v}\n"));
+                }
+                send(response_out, 200, &text);
+            }
+            "fs" => {
+                let mut text = String::new();
+                for p in ["/", ".", "/etc/passwd", "/proc/self/environ"] {
+                    match std::fs::read_dir(p) {
+                        Ok(_) => text.push_str(&format!("readdir {p}: allowed\n")),
+                        Err(_) => text.push_str(&format!("readdir {p}: denied\n")),
+                    }
+                    match std::fs::read(p) {
+                        Ok(_) => text.push_str(&format!("read {p}: allowed\n")),
+                        Err(_) => text.push_str(&format!("read {p}: denied\n")),
+                    }
+                }
+                send(response_out, 200, &text);
+            }
+            "status" => {
+                let code = query_param(&query, "code")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(200);
+                send(response_out, code, &format!("status {code}\n"));
+            }
+            _ => echo(request, &path_with_query, response_out),
+        }
+    }
+}
+
+fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// Answers with what the guest saw: method, path and query, headers, body.
+fn echo(request: IncomingRequest, path_with_query: &str, response_out: ResponseOutparam) {
+    let method = match request.method() {
+        Method::Get => "GET".to_string(),
+        Method::Head => "HEAD".to_string(),
+        Method::Post => "POST".to_string(),
+        Method::Put => "PUT".to_string(),
+        Method::Delete => "DELETE".to_string(),
+        Method::Connect => "CONNECT".to_string(),
+        Method::Options => "OPTIONS".to_string(),
+        Method::Trace => "TRACE".to_string(),
+        Method::Patch => "PATCH".to_string(),
+        Method::Other(m) => m,
+    };
+    let mut text = format!("method: {method}\npath: {path_with_query}\n");
+    for (name, value) in request.headers().entries() {
+        text.push_str(&format!(
+            "header: {name}: {}\n",
+            String::from_utf8_lossy(&value)
+        ));
+    }
+    let mut body = Vec::new();
+    if let Ok(incoming) = request.consume() {
+        if let Ok(mut stream) = incoming.stream() {
+            let _ = stream.read_to_end(&mut body);
+        }
+    }
+    text.push_str(&format!("body-length: {}\n", body.len()));
+    text.push_str("body: ");
+    text.push_str(&String::from_utf8_lossy(&body));
+    text.push('\n');
+    send(response_out, 200, &text);
+}
+
+fn send(response_out: ResponseOutparam, status: u16, text: &str) {
+    let headers = Fields::new();
+    headers
+        .set("content-type", &[b"text/plain; charset=utf-8".to_vec()])
+        .expect("valid header");
+    let response = OutgoingResponse::new(headers);
+    response.set_status_code(status).expect("valid status");
+    let body = response.body().expect("body");
+    ResponseOutparam::set(response_out, Ok(response));
+    let mut out = body.write().expect("writable");
+    out.write_all(text.as_bytes()).expect("write");
+    out.flush().expect("flush");
+    drop(out);
+    OutgoingBody::finish(body, None).expect("finish");
+}
+
+/// Streams `total` bytes of a repeating pattern (`0123456789abcdef`) in
+/// 64 KiB writes, without holding the whole body at once.
+fn send_streamed(response_out: ResponseOutparam, total: usize) {
+    let headers = Fields::new();
+    headers
+        .set("content-type", &[b"application/octet-stream".to_vec()])
+        .expect("valid header");
+    let response = OutgoingResponse::new(headers);
+    let body = response.body().expect("body");
+    ResponseOutparam::set(response_out, Ok(response));
+    let mut out = body.write().expect("writable");
+    let pattern = b"0123456789abcdef";
+    let chunk: Vec<u8> = pattern.iter().copied().cycle().take(64 << 10).collect();
+    let mut left = total;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        out.write_all(&chunk[..n]).expect("write");
+        left -= n;
+    }
+    out.flush().expect("flush");
+    drop(out);
+    OutgoingBody::finish(body, None).expect("finish");
+}

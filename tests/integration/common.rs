@@ -1,0 +1,229 @@
+//! Test helpers: a wasmgate server on 127.0.0.1 in this process, a minimal
+//! HTTP/1.1 client, the fixtures, and the CLI binary.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use wasmgate::backend::{self, Backends};
+use wasmgate::config::Settings;
+use wasmgate::deploy::Deployer;
+use wasmgate::front::listener::Listener;
+use wasmgate::routes::RouteName;
+use wasmgate::runtime::PoolingMode;
+
+/// The test guest: behaviour chosen by the last path segment (see tests/guests/probe).
+pub const PROBE: &[u8] = include_bytes!("../fixtures/probe.wasm");
+/// The README's example function.
+pub const HELLO: &[u8] = include_bytes!("../../examples/hello-rust/hello.wasm");
+/// A valid component that is a wasi:cli command, not a wasi:http handler.
+pub const CLI_COMMAND: &[u8] = include_bytes!("../fixtures/cli-command.wasm");
+
+/// Settings for a test: a fresh data dir, a short deadline.
+pub fn settings(data_dir: &Path) -> Settings {
+    Settings {
+        data_dir: data_dir.to_path_buf(),
+        route_ttl_ms: 2_000,
+        memory_limit_mb: 64,
+        timeout_ms: 2_000,
+        max_concurrency: 64,
+        module_cache_size: 16,
+        pooling: PoolingMode::Auto,
+        log: "warn".into(),
+    }
+}
+
+/// A wasmgate listener running in this process on 127.0.0.1.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub data_dir: tempfile::TempDir,
+    pub settings: Settings,
+    pub deployer: Deployer,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<bool>>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a server whose settings `tweak` adjusts.
+    pub async fn start_with(tweak: impl FnOnce(&mut Settings)) -> Self {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let mut settings = settings(data_dir.path());
+        tweak(&mut settings);
+        let backends = Backends::open(&settings).expect("opening the embedded backends");
+        let engine = backend::engine(&settings).expect("engine");
+        let gateway = Arc::new(backends.gateway(engine.clone(), &settings));
+        let listener = Listener::bind("127.0.0.1:0".parse().unwrap(), gateway)
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(listener.serve(
+            async {
+                let _ = stopped.await;
+            },
+            Duration::from_secs(10),
+        ));
+        TestServer {
+            addr,
+            deployer: backends.deployer(engine),
+            data_dir,
+            settings,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Deploys `bytes` to `route` through the library (the CLI's code path).
+    pub async fn deploy(&self, route: &str, bytes: &[u8]) -> wasmgate::deploy::DeployReport {
+        self.deployer
+            .deploy(
+                &RouteName::parse(route).unwrap(),
+                Bytes::copy_from_slice(bytes),
+                "test",
+            )
+            .await
+            .expect("deploy")
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        send(self.addr, "GET", path, &[], Bytes::new()).await
+    }
+
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Reply {
+        send(
+            self.addr,
+            method,
+            path,
+            headers,
+            Bytes::copy_from_slice(body),
+        )
+        .await
+    }
+
+    /// Stops accepting and drains; returns whether the drain completed.
+    pub async fn stop(mut self) -> bool {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap()
+    }
+}
+
+/// A response, whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends one request on a new connection and reads the whole response.
+pub async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Reply {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let mut request = http::Request::builder().method(method).uri(path);
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        request = request.header("host", addr.to_string());
+    }
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let request = request.body(Full::new(body)).unwrap();
+    let response = sender.send_request(request).await.expect("send request");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("read body")
+        .to_bytes();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Polls `f` until it returns true or `within` passes; returns how long it took.
+pub async fn eventually<F, Fut>(within: Duration, mut f: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    while started.elapsed() < within {
+        if f().await {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+/// The `wasmgate` binary built for these tests.
+pub fn wasmgate(data_dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wasmgate"));
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("WASMGATE_DATA_DIR", data_dir)
+        .env("WASMGATE_LOG", "warn")
+        .env("USER", "tester");
+    cmd
+}
+
+/// Runs the CLI and returns its output.
+pub fn run_cli(data_dir: &Path, args: &[&str]) -> Output {
+    wasmgate(data_dir)
+        .args(args)
+        .output()
+        .expect("running wasmgate")
+}
+
+/// Writes `bytes` to a file in `dir` and returns its path.
+pub fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests: real guest components, a real listener on 127.0.0.1, a
+//! real HTTP client, and the real `wasmgate` binary for the CLI.
+//!
+//! One test binary (modules below) so the wasmtime-heavy crate is linked once.
+
+mod cli;
+mod common;
+mod faults;
+mod pointer;
+mod serve;
