@@ -54,7 +54,7 @@ pub fn engine(settings: &Settings) -> anyhow::Result<Arc<WasmEngine>> {
     Ok(Arc::new(WasmEngine::new(RuntimeLimits {
         memory_limit_bytes: settings.memory_limit_bytes(),
         timeout: settings.timeout(),
-        max_concurrency: settings.max_concurrency,
+        max_concurrency: settings.max_concurrency as u32,
         pooling: settings.pooling,
     })?))
 }

@@ -19,6 +19,7 @@ pub const DEFAULT_PORT: u16 = 8080;
 
 /// Settings shared by every command.
 #[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Settings (each also an environment variable)")]
 pub struct Settings {
     /// Where the embedded default keeps modules (same key layout as the S3
     /// bucket) and the SQLite route database.
@@ -33,27 +34,27 @@ pub struct Settings {
     /// How long a route lookup is cached; a change made elsewhere is served
     /// within this time. 0 disables the cache.
     #[arg(long, env = "WASMGATE_ROUTE_TTL_MS", default_value_t = DEFAULT_ROUTE_TTL_MS,
-          value_parser = clap::value_parser!(u64).range(0..=3_600_000), global = true)]
+          value_parser = number("WASMGATE_ROUTE_TTL_MS", "milliseconds", 0, 3_600_000), global = true)]
     pub route_ttl_ms: u64,
 
     /// Most memory one guest instance may use, per linear memory, in MiB.
     #[arg(long, env = "WASMGATE_MEMORY_LIMIT_MB", default_value_t = DEFAULT_MEMORY_LIMIT_MB,
-          value_parser = clap::value_parser!(u64).range(1..=4096), global = true)]
+          value_parser = number("WASMGATE_MEMORY_LIMIT_MB", "MiB", 1, 4096), global = true)]
     pub memory_limit_mb: u64,
 
     /// Wall-clock budget of one request, in milliseconds (504 past it).
     #[arg(long, env = "WASMGATE_TIMEOUT_MS", default_value_t = DEFAULT_TIMEOUT_MS,
-          value_parser = clap::value_parser!(u64).range(1..=900_000), global = true)]
+          value_parser = number("WASMGATE_TIMEOUT_MS", "milliseconds", 1, 900_000), global = true)]
     pub timeout_ms: u64,
 
     /// Most guest instances running at once; more requests wait for a slot.
     #[arg(long, env = "WASMGATE_MAX_CONCURRENCY", default_value_t = 256,
-          value_parser = clap::value_parser!(u32).range(1..=10_000), global = true)]
-    pub max_concurrency: u32,
+          value_parser = number("WASMGATE_MAX_CONCURRENCY", "instances", 1, 10_000), global = true)]
+    pub max_concurrency: u64,
 
     /// Most compiled modules kept warm in memory.
     #[arg(long, env = "WASMGATE_MODULE_CACHE_SIZE", default_value_t = 64,
-          value_parser = clap::value_parser!(u64).range(1..=100_000), global = true)]
+          value_parser = number("WASMGATE_MODULE_CACHE_SIZE", "modules", 1, 100_000), global = true)]
     pub module_cache_size: u64,
 
     /// Pooling instance allocator: auto (use it when the host allows), on, off.
@@ -89,6 +90,22 @@ impl Settings {
     }
 }
 
+/// A parser for a whole number in `min..=max` whose error names the
+/// environment variable, so a bad value is easy to find wherever it was set.
+fn number(
+    env: &'static str,
+    unit: &'static str,
+    min: u64,
+    max: u64,
+) -> impl Fn(&str) -> Result<u64, String> + Clone + Send + Sync + 'static {
+    move |text| match text.trim().parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{env} (or its flag) must be a whole number of {unit} from {min} to {max}"
+        )),
+    }
+}
+
 /// Settings of `wasmgate serve`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeSettings {
@@ -102,7 +119,7 @@ pub struct ServeSettings {
 
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
     #[arg(long, env = "WASMGATE_DRAIN_TIMEOUT_MS", default_value_t = 10_000,
-          value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+          value_parser = number("WASMGATE_DRAIN_TIMEOUT_MS", "milliseconds", 0, 3_600_000))]
     pub drain_timeout_ms: u64,
 }
 

@@ -48,6 +48,7 @@ impl GatewayError {
             GatewayError::Table(_) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::Guest(e) => match e {
                 GuestError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+                GuestError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
                 GuestError::MemoryLimit(_)
                 | GuestError::Trap(_)
                 | GuestError::NoResponse
@@ -73,6 +74,9 @@ impl GatewayError {
                     "the function exceeded its memory limit of {} MiB",
                     limit >> 20
                 )
+            }
+            GatewayError::Guest(GuestError::Busy(_)) => {
+                "the server is at capacity, retry shortly".to_string()
             }
             GatewayError::Guest(_) => "the function failed".to_string(),
         }

@@ -13,6 +13,7 @@ use wasmgate::backend::{self, Backends};
 use wasmgate::config::{ServeSettings, Settings};
 use wasmgate::deploy::RouteHistory;
 use wasmgate::routes::RouteName;
+use wasmgate::runtime::PoolingMode;
 
 /// Serve WebAssembly (wasi:http) functions, deploy them by content address,
 /// and roll them back with one command.
@@ -26,7 +27,7 @@ use wasmgate::routes::RouteName;
 /// Every option is also an environment variable (WASMGATE_*), shown in each
 /// command's --help.
 #[derive(Parser)]
-#[command(name = "wasmgate", version, max_term_width = 100)]
+#[command(name = "wasmgate", version, max_term_width = 100, verbatim_doc_comment)]
 struct Cli {
     #[command(flatten)]
     settings: Settings,
@@ -104,12 +105,18 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = cli.settings;
     let backends = Backends::open(&settings)?;
+    // The CLI compiles a module only to check it: no instance pool needed.
+    let cli_engine = || {
+        let mut settings = settings.clone();
+        settings.pooling = PoolingMode::Off;
+        backend::engine(&settings)
+    };
     match cli.command {
         Command::Serve { serve } => serve_http(&settings, &serve, backends).await,
         Command::Deploy { file, route, actor } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let engine = backend::engine(&settings)?;
+            let engine = cli_engine()?;
             let report = backends
                 .deployer(engine)
                 .deploy(&route, Bytes::from(bytes), &actor_or_user(actor))
@@ -125,7 +132,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Rollback { route, to, actor } => {
-            let engine = backend::engine(&settings)?;
+            let engine = cli_engine()?;
             let report = backends
                 .deployer(engine)
                 .rollback(&route, to, &actor_or_user(actor))
@@ -141,13 +148,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::History { route } => {
-            let engine = backend::engine(&settings)?;
+            let engine = cli_engine()?;
             let history = backends.deployer(engine).history(&route).await?;
             print_history(&history);
             Ok(())
         }
         Command::Routes => {
-            let engine = backend::engine(&settings)?;
+            let engine = cli_engine()?;
             let routes = backends.deployer(engine).routes().await?;
             if routes.is_empty() {
                 println!("no routes yet: deploy one with `wasmgate deploy FILE --route /path`");

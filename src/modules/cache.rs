@@ -100,3 +100,101 @@ impl ModuleCache {
         Ok(Arc::new(loaded))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::modules::{FsModuleStore, PutOutcome};
+    use crate::runtime::{PoolingMode, RuntimeLimits};
+
+    const PROBE: &[u8] = include_bytes!("../../tests/fixtures/probe.wasm");
+
+    /// A real file store that counts fetches.
+    struct Counting {
+        inner: FsModuleStore,
+        gets: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl ModuleStore for Counting {
+        async fn get(&self, key: &ModuleKey) -> Result<Bytes, StoreError> {
+            self.gets.fetch_add(1, Ordering::SeqCst);
+            self.inner.get(key).await
+        }
+        async fn put(&self, key: &ModuleKey, bytes: Bytes) -> Result<PutOutcome, StoreError> {
+            self.inner.put(key, bytes).await
+        }
+        fn location(&self) -> String {
+            self.inner.location()
+        }
+    }
+
+    fn engine() -> Arc<WasmEngine> {
+        Arc::new(
+            WasmEngine::new(RuntimeLimits {
+                memory_limit_bytes: 64 << 20,
+                timeout: Duration::from_secs(5),
+                max_concurrency: 8,
+                pooling: PoolingMode::Off,
+            })
+            .unwrap(),
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_cold_requests_share_one_fetch_and_one_compile() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Counting {
+            inner: FsModuleStore::new(dir.path()),
+            gets: AtomicUsize::new(0),
+        });
+        let key = ModuleKey::for_bytes(PROBE);
+        store.put(&key, Bytes::from_static(PROBE)).await.unwrap();
+        let cache = ModuleCache::new(store.clone(), engine(), 4);
+
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let cache = cache.clone();
+                tokio::spawn(async move { cache.get(&key).await.map(|(_, outcome)| outcome) })
+            })
+            .collect();
+        let mut misses = 0;
+        for task in tasks {
+            if task.await.unwrap().unwrap() == CacheOutcome::Miss {
+                misses += 1;
+            }
+        }
+        assert_eq!(
+            store.gets.load(Ordering::SeqCst),
+            1,
+            "one fetch for sixteen cold requests"
+        );
+        assert_eq!(misses, 1, "one of them loaded it, the rest waited for it");
+        assert_eq!(cache.get(&key).await.unwrap().1, CacheOutcome::Hit);
+    }
+
+    #[tokio::test]
+    async fn failures_are_not_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Counting {
+            inner: FsModuleStore::new(dir.path()),
+            gets: AtomicUsize::new(0),
+        });
+        let key = ModuleKey::for_bytes(PROBE);
+        let cache = ModuleCache::new(store.clone(), engine(), 4);
+        let err = cache.get(&key).await.err().expect("not stored yet");
+        assert!(matches!(
+            err.as_ref(),
+            ModuleLoadError::Store(StoreError::NotFound(_))
+        ));
+        store.put(&key, Bytes::from_static(PROBE)).await.unwrap();
+        assert_eq!(cache.get(&key).await.unwrap().1, CacheOutcome::Miss);
+        assert_eq!(store.gets.load(Ordering::SeqCst), 2);
+    }
+}

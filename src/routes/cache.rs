@@ -91,3 +91,129 @@ fn normalise_path(path: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::routes::{
+        ChangeNote, NewVersion, PointerChange, RouteName, SqliteRouteTable, Version,
+    };
+
+    /// The real SQLite table, counting lookups.
+    struct Counting {
+        inner: SqliteRouteTable,
+        lookups: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl RouteTable for Counting {
+        async fn lookup(&self, candidates: &[RouteName]) -> Result<Vec<LivePointer>, TableError> {
+            self.lookups.fetch_add(1, Ordering::SeqCst);
+            self.inner.lookup(candidates).await
+        }
+        async fn list(&self) -> Result<Vec<LivePointer>, TableError> {
+            self.inner.list().await
+        }
+        async fn add_version(
+            &self,
+            route: &RouteName,
+            version: NewVersion,
+        ) -> Result<Version, TableError> {
+            self.inner.add_version(route, version).await
+        }
+        async fn versions(&self, route: &RouteName) -> Result<Vec<Version>, TableError> {
+            self.inner.versions(route).await
+        }
+        async fn flip(
+            &self,
+            route: &RouteName,
+            expected: Option<&LivePointer>,
+            to: &Version,
+            note: ChangeNote,
+        ) -> Result<LivePointer, TableError> {
+            self.inner.flip(route, expected, to, note).await
+        }
+        async fn history(&self, route: &RouteName) -> Result<Vec<PointerChange>, TableError> {
+            self.inner.history(route).await
+        }
+        fn location(&self) -> String {
+            self.inner.location()
+        }
+    }
+
+    async fn table_with(routes: &[&str]) -> (tempfile::TempDir, Arc<Counting>) {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = SqliteRouteTable::open(dir.path().join("r.sqlite3")).unwrap();
+        for (i, route) in routes.iter().enumerate() {
+            let route = RouteName::parse(route).unwrap();
+            let version = inner
+                .add_version(
+                    &route,
+                    NewVersion {
+                        module: crate::modules::ModuleKey::for_bytes(&[i as u8]),
+                        actor: "t".into(),
+                        metadata: serde_json::json!({}),
+                    },
+                )
+                .await
+                .unwrap();
+            let note = ChangeNote {
+                actor: "t".into(),
+                action: "deploy".into(),
+                reason: None,
+            };
+            inner.flip(&route, None, &version, note).await.unwrap();
+        }
+        let table = Arc::new(Counting {
+            inner,
+            lookups: AtomicUsize::new(0),
+        });
+        (dir, table)
+    }
+
+    #[tokio::test]
+    async fn one_lookup_per_miss_and_misses_are_cached_too() {
+        let (_dir, table) = table_with(&["/a", "/a/b", "h.example/a"]).await;
+        let cache = RouteCache::new(table.clone(), Duration::from_secs(60));
+
+        let (found, outcome) = cache
+            .resolve(Some("h.example:8080"), "/a/b/c")
+            .await
+            .unwrap();
+        assert_eq!(outcome, CacheOutcome::Miss);
+        assert!(matches!(found, Resolved::Found(p) if p.route.to_string() == "h.example/a"));
+        assert_eq!(
+            table.lookups.load(Ordering::SeqCst),
+            1,
+            "every candidate in one lookup"
+        );
+
+        let (found, outcome) = cache.resolve(Some("other"), "/a/b/c").await.unwrap();
+        assert!(matches!(found, Resolved::Found(p) if p.route.to_string() == "/a/b"));
+        assert_eq!(outcome, CacheOutcome::Miss);
+
+        let (found, _) = cache.resolve(Some("other"), "/nothing/here").await.unwrap();
+        assert!(matches!(found, Resolved::Missing));
+        let (found, outcome) = cache.resolve(Some("other"), "/nothing/here").await.unwrap();
+        assert!(matches!(found, Resolved::Missing));
+        assert_eq!(outcome, CacheOutcome::Hit, "a miss is cached");
+        assert_eq!(table.lookups.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn answers_expire_after_the_ttl() {
+        let (_dir, table) = table_with(&["/a"]).await;
+        let cache = RouteCache::new(table.clone(), Duration::from_millis(100));
+        cache.resolve(None, "/a").await.unwrap();
+        cache.resolve(None, "/a").await.unwrap();
+        assert_eq!(table.lookups.load(Ordering::SeqCst), 1);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let (_, outcome) = cache.resolve(None, "/a").await.unwrap();
+        assert_eq!(outcome, CacheOutcome::Miss);
+        assert_eq!(table.lookups.load(Ordering::SeqCst), 2);
+    }
+}

@@ -92,6 +92,8 @@ pub enum GuestError {
     NoResponse,
     #[error("the function answered with an error: {0}")]
     ErrorCode(String),
+    #[error("all {0} instance slots stayed busy until the deadline")]
+    Busy(u32),
 }
 
 impl WasmEngine {

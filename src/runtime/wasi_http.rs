@@ -44,7 +44,9 @@ impl HttpComponent {
         request: http::Request<Body>,
         invocation: &Invocation,
     ) -> Result<http::Response<Body>, GuestError> {
-        let permit = engine.acquire_slot().await;
+        let permit = tokio::time::timeout_at(invocation.deadline.into(), engine.acquire_slot())
+            .await
+            .map_err(|_| GuestError::Busy(engine.limits().max_concurrency))?;
         let mut store = engine.new_store(&invocation.request_id, invocation.deadline);
         let memory_hit = store.data().limiter.hit_flag();
         let memory_limit = engine.limits().memory_limit_bytes;

@@ -16,9 +16,7 @@ fn deploy_rollback_history_and_routes() {
     let hello = hello.to_str().unwrap();
     let probe = probe.to_str().unwrap();
 
-    let out = run_cli(&data, &["deploy", hello, "--route", "/app"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let text = stdout(&out);
+    let text = cli_ok(&data, &["deploy", hello, "--route", "/app"]);
     assert!(
         text.contains(&format!(
             "module:  application/wasm/{}b/sha256-",
@@ -29,20 +27,17 @@ fn deploy_rollback_history_and_routes() {
     assert!(text.contains("stored:  uploaded"), "{text}");
     assert!(text.contains("version: 1 (live)"), "{text}");
 
-    let out = run_cli(&data, &["deploy", hello, "--route", "/app"]);
-    let text = stdout(&out);
+    let text = cli_ok(&data, &["deploy", hello, "--route", "/app"]);
     assert!(text.contains("stored:  skipped, already stored"), "{text}");
     assert!(text.contains("version: 2 (live)"), "{text}");
 
-    let out = run_cli(
+    let text = cli_ok(
         &data,
         &["deploy", probe, "--route", "/app", "--actor", "alice"],
     );
-    assert!(stdout(&out).contains("version: 3 (live)"));
+    assert!(text.contains("version: 3 (live)"), "{text}");
 
-    let out = run_cli(&data, &["history", "/app"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let text = stdout(&out);
+    let text = cli_ok(&data, &["history", "/app"]);
     assert!(text.contains("live:  v3"), "{text}");
     assert!(text.contains("* v3"), "{text}");
     assert!(text.contains("alice"), "{text}");
@@ -53,51 +48,30 @@ fn deploy_rollback_history_and_routes() {
     assert_eq!(version_lines, 3, "{text}");
 
     // Default rollback: to the version live before the current one.
-    let out = run_cli(&data, &["rollback", "/app"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let text = cli_ok(&data, &["rollback", "/app"]);
+    assert!(text.contains("version 2 is live (was 3)"), "{text}");
+    let text = cli_ok(&data, &["rollback", "/app", "--to", "1"]);
+    assert!(text.contains("version 1 is live (was 2)"), "{text}");
+
+    let err = cli_err(&data, &["rollback", "/app", "--to", "9"]);
     assert!(
-        stdout(&out).contains("version 2 is live (was 3)"),
-        "{}",
-        stdout(&out)
+        err.contains("route /app has no version 9; versions: 1-3"),
+        "{err}"
     );
+    let err = cli_err(&data, &["rollback", "/app", "--to", "1"]);
+    assert!(err.contains("already live"), "{err}");
 
-    let out = run_cli(&data, &["rollback", "/app", "--to", "1"]);
-    assert!(
-        stdout(&out).contains("version 1 is live (was 2)"),
-        "{}",
-        stdout(&out)
-    );
-
-    let out = run_cli(&data, &["rollback", "/app", "--to", "9"]);
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("route /app has no version 9; versions: 1-3"),
-        "{}",
-        stderr(&out)
-    );
-
-    let out = run_cli(&data, &["rollback", "/app", "--to", "1"]);
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains("already live"), "{}", stderr(&out));
-
-    let out = run_cli(&data, &["routes"]);
-    let text = stdout(&out);
+    let text = cli_ok(&data, &["routes"]);
     assert!(text.contains("/app") && text.contains("v1"), "{text}");
 
-    let out = run_cli(&data, &["history", "/app"]);
-    let text = stdout(&out);
+    let text = cli_ok(&data, &["history", "/app"]);
     assert!(
         text.contains("rollback") && text.contains("v3 -> v2"),
         "{text}"
     );
 
-    let out = run_cli(&data, &["history", "/nope"]);
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("has never been deployed"),
-        "{}",
-        stderr(&out)
-    );
+    let err = cli_err(&data, &["history", "/nope"]);
+    assert!(err.contains("has never been deployed"), "{err}");
 }
 
 #[test]
@@ -178,7 +152,11 @@ fn a_bad_setting_is_named_at_start() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(stderr(&out).contains('0'), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("'0'") && err.contains("WASMGATE_MEMORY_LIMIT_MB"),
+        "{err}"
+    );
 }
 
 /// A `wasmgate serve` child process, killed on drop.

@@ -227,3 +227,25 @@ pub fn stdout(output: &Output) -> String {
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+/// Runs the CLI, asserts it succeeded, and returns its stdout.
+pub fn cli_ok(data_dir: &Path, args: &[&str]) -> String {
+    let out = run_cli(data_dir, args);
+    assert!(
+        out.status.success(),
+        "wasmgate {args:?} failed: {}",
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
+/// Runs the CLI, asserts it failed, and returns its stderr.
+pub fn cli_err(data_dir: &Path, args: &[&str]) -> String {
+    let out = run_cli(data_dir, args);
+    assert!(
+        !out.status.success(),
+        "wasmgate {args:?} succeeded: {}",
+        stdout(&out)
+    );
+    stderr(&out)
+}
