@@ -20,8 +20,18 @@ build:
 demo:
 	./scripts/demo.sh
 
-test:
-	$(CARGO) test --all-targets
+# The AWS backend tests run against moto's S3/DynamoDB server, installed
+# from PyPI into .venv on first use.
+VENV := .venv
+MOTO := $(VENV)/bin/moto_server
+MOTO_VERSION := 5.2.5
+
+$(MOTO):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'moto[server]==$(MOTO_VERSION)'
+
+test: $(MOTO)
+	WASMGATE_TEST_MOTO_SERVER=$(abspath $(MOTO)) $(CARGO) test --all-targets
 
 lint:
 	$(CARGO) fmt --all -- --check

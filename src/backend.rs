@@ -1,10 +1,10 @@
 //! Which route table and module store the settings select, and the engine
-//! and gateway built on them. The embedded default: module files under the
-//! data dir and routes in SQLite beside them.
+//! and gateway built on them: the embedded default (module files under the
+//! data dir, routes in SQLite beside them) or AWS (S3 + DynamoDB).
 
 use std::sync::Arc;
 
-use crate::config::Settings;
+use crate::config::{BackendKind, Settings};
 use crate::deploy::Deployer;
 use crate::gateway::{Gateway, GatewayOptions};
 use crate::modules::{FsModuleStore, ModuleStore};
@@ -19,9 +19,23 @@ pub struct Backends {
 }
 
 impl Backends {
-    /// The embedded default under `settings.data_dir`. Fails when the route
-    /// database cannot be opened.
-    pub fn open(settings: &Settings) -> anyhow::Result<Self> {
+    /// The backends `settings.backend` names. Fails when the route database
+    /// cannot be opened (embedded), or when the bucket or table name is
+    /// missing (aws).
+    pub async fn open(settings: &Settings) -> anyhow::Result<Self> {
+        match settings.backend {
+            BackendKind::Embedded => Self::embedded(settings),
+            #[cfg(feature = "aws")]
+            BackendKind::Aws => aws::open(settings).await,
+            #[cfg(not(feature = "aws"))]
+            BackendKind::Aws => anyhow::bail!(
+                "WASMGATE_BACKEND=aws: this wasmgate was built without the `aws` feature"
+            ),
+        }
+    }
+
+    /// The embedded default under `settings.data_dir`.
+    pub fn embedded(settings: &Settings) -> anyhow::Result<Self> {
         let table = SqliteRouteTable::open(settings.database_path())?;
         let store = FsModuleStore::new(settings.modules_dir());
         Ok(Backends {
@@ -57,4 +71,67 @@ pub fn engine(settings: &Settings) -> anyhow::Result<Arc<WasmEngine>> {
         max_concurrency: settings.max_concurrency as u32,
         pooling: settings.pooling,
     })?))
+}
+
+#[cfg(feature = "aws")]
+pub use aws::http_client as aws_http_client;
+
+#[cfg(feature = "aws")]
+mod aws {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use anyhow::Context as _;
+    use aws_config::BehaviorVersion;
+    use aws_config::timeout::TimeoutConfig;
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+
+    use super::Backends;
+    use crate::config::Settings;
+    use crate::modules::S3ModuleStore;
+    use crate::routes::DynamoRouteTable;
+
+    /// The HTTPS client every AWS SDK client uses: rustls with ring (no
+    /// C toolchain needed beyond ring's own, no aws-lc build).
+    pub fn http_client() -> aws_sdk_s3::config::SharedHttpClient {
+        aws_smithy_http_client::Builder::new()
+            .tls_provider(Provider::Rustls(CryptoMode::Ring))
+            .build_https()
+    }
+
+    /// S3 + DynamoDB, configured from the standard AWS environment (region,
+    /// credentials, `AWS_ENDPOINT_URL` for S3/DynamoDB-compatible servers).
+    pub(super) async fn open(settings: &Settings) -> anyhow::Result<Backends> {
+        let bucket = settings.bucket.clone().filter(|b| !b.is_empty()).context(
+            "WASMGATE_BACKEND=aws needs WASMGATE_BUCKET: the S3 bucket that holds the modules",
+        )?;
+        let table = settings.table.clone().filter(|t| !t.is_empty()).context(
+            "WASMGATE_BACKEND=aws needs WASMGATE_TABLE: the DynamoDB table that holds the routes",
+        )?;
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .operation_attempt_timeout(Duration::from_secs(10))
+            .operation_timeout(Duration::from_secs(30))
+            .build();
+        let config = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(http_client())
+            .timeout_config(timeouts)
+            .load()
+            .await;
+        anyhow::ensure!(
+            config.region().is_some(),
+            "WASMGATE_BACKEND=aws needs an AWS region: set AWS_REGION (Lambda sets it for you)"
+        );
+        // A custom endpoint (moto, MinIO, LocalStack) rarely serves
+        // virtual-hosted bucket names: address buckets by path there.
+        let s3_config = aws_sdk_s3::config::Builder::from(&config)
+            .force_path_style(config.endpoint_url().is_some())
+            .build();
+        let s3 = aws_sdk_s3::Client::from_conf(s3_config);
+        let dynamodb = aws_sdk_dynamodb::Client::new(&config);
+        Ok(Backends {
+            table: Arc::new(DynamoRouteTable::new(dynamodb, table)),
+            store: Arc::new(S3ModuleStore::new(s3, bucket)),
+        })
+    }
 }

@@ -17,10 +17,32 @@ pub const DEFAULT_MEMORY_LIMIT_MB: u64 = 128;
 /// Default of `PORT`.
 pub const DEFAULT_PORT: u16 = 8080;
 
+/// Where routes and modules are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendKind {
+    /// Module files under the data dir, routes in SQLite beside them.
+    Embedded,
+    /// Modules in S3, routes in DynamoDB.
+    Aws,
+}
+
 /// Settings shared by every command.
 #[derive(Debug, Clone, clap::Args)]
 #[command(next_help_heading = "Settings (each also an environment variable)")]
 pub struct Settings {
+    /// Where routes and modules live: `embedded` (the data dir) or `aws`
+    /// (S3 bucket + DynamoDB table, from the standard AWS environment).
+    #[arg(long, env = "WASMGATE_BACKEND", value_enum, default_value_t = BackendKind::Embedded, global = true)]
+    pub backend: BackendKind,
+
+    /// The S3 bucket holding modules (with WASMGATE_BACKEND=aws).
+    #[arg(long, env = "WASMGATE_BUCKET", global = true)]
+    pub bucket: Option<String>,
+
+    /// The DynamoDB table holding routes (with WASMGATE_BACKEND=aws).
+    #[arg(long, env = "WASMGATE_TABLE", global = true)]
+    pub table: Option<String>,
+
     /// Where the embedded default keeps modules (same key layout as the S3
     /// bucket) and the SQLite route database.
     #[arg(

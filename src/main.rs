@@ -104,7 +104,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = cli.settings;
-    let backends = Backends::open(&settings)?;
+    let backends = Backends::open(&settings).await?;
     // The CLI compiles a module only to check it: no instance pool needed.
     let cli_engine = || {
         let mut settings = settings.clone();
@@ -211,15 +211,24 @@ fn print_history(history: &RouteHistory) {
                 .version
                 .map_or_else(|| "(no version)".to_string(), |v| format!("v{v}"));
             println!("live:  {version}  {}", live.module);
-            if live.version.is_none_or(|v| {
-                !history
+            let matches_its_version = history
+                .versions
+                .iter()
+                .any(|v| Some(v.number) == live.version && v.module == live.module);
+            if !matches_its_version {
+                match history
                     .versions
                     .iter()
-                    .any(|x| x.number == v && x.module == live.module)
-            }) {
-                println!(
-                    "       (the live module matches no recorded version: it was set by hand)"
-                );
+                    .rev()
+                    .find(|v| v.module == live.module)
+                {
+                    Some(v) => {
+                        println!("       (set by hand: this is the module of v{})", v.number)
+                    }
+                    None => {
+                        println!("       (set by hand: this module matches no recorded version)")
+                    }
+                }
             }
         }
         None => println!("live:  none"),

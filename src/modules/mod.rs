@@ -8,6 +8,8 @@
 mod cache;
 mod fs;
 mod key;
+#[cfg(feature = "aws")]
+mod s3;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -15,6 +17,8 @@ use bytes::Bytes;
 pub use cache::{CacheOutcome, ModuleCache, ModuleLoadError};
 pub use fs::FsModuleStore;
 pub use key::{IntegrityError, KEY_PREFIX, KeyParseError, ModuleKey};
+#[cfg(feature = "aws")]
+pub use s3::S3ModuleStore;
 
 /// What a put did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

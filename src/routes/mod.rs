@@ -8,6 +8,8 @@
 //! other gets [`TableError::Conflict`]: never a lost update.
 
 mod cache;
+#[cfg(feature = "aws")]
+mod dynamodb;
 mod embedded;
 mod name;
 
@@ -15,6 +17,8 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 pub use cache::{Resolved, RouteCache};
+#[cfg(feature = "aws")]
+pub use dynamodb::{DynamoRouteTable, LIVE_REV};
 pub use embedded::SqliteRouteTable;
 pub use name::{
     MAX_SEGMENTS, RESERVED_PREFIX, RouteName, RouteParseError, candidates, most_specific,

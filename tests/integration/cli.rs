@@ -1,8 +1,6 @@
 //! The `wasmgate` binary as users run it: deploy, rollback, history, routes,
 //! refusals, and a server in one process following changes made by another.
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use crate::common::*;
@@ -159,46 +157,6 @@ fn a_bad_setting_is_named_at_start() {
     );
 }
 
-/// A `wasmgate serve` child process, killed on drop.
-struct ServeProcess {
-    child: Child,
-    addr: std::net::SocketAddr,
-}
-
-impl ServeProcess {
-    fn start(data: &std::path::Path, ttl_ms: u64) -> Self {
-        let mut child = wasmgate(data)
-            .args(["serve", "--addr", "127.0.0.1:0"])
-            .env("WASMGATE_ROUTE_TTL_MS", ttl_ms.to_string())
-            .env("WASMGATE_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let addr = loop {
-            let line = lines
-                .next()
-                .expect("serve exited before listening")
-                .unwrap();
-            if let Some(rest) = line.split("addr=").nth(1) {
-                break rest.split_whitespace().next().unwrap().parse().unwrap();
-            }
-        };
-        // Keep draining the log so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        ServeProcess { child, addr }
-    }
-}
-
-impl Drop for ServeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollback_from_another_process_is_served_within_the_ttl() {
     let dir = tempfile::tempdir().unwrap();
@@ -223,7 +181,7 @@ async fn a_rollback_from_another_process_is_served_within_the_ttl() {
     );
 
     const TTL_MS: u64 = 1_000;
-    let server = ServeProcess::start(&data, TTL_MS);
+    let server = ServeProcess::start(&data, TTL_MS, &[]);
     let reply = send(server.addr, "GET", "/app/echo", &[], bytes::Bytes::new()).await;
     assert!(
         reply.text().starts_with("method: GET"),
@@ -249,7 +207,7 @@ async fn a_rollback_from_another_process_is_served_within_the_ttl() {
 #[test]
 fn sigterm_stops_the_server_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = ServeProcess::start(&dir.path().join("data"), 2_000);
+    let mut server = ServeProcess::start(&dir.path().join("data"), 2_000, &[]);
     let pid = server.child.id().to_string();
     assert!(
         std::process::Command::new("kill")

@@ -3,9 +3,10 @@
 
 #![allow(dead_code)]
 
+use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use wasmgate::backend::{self, Backends};
-use wasmgate::config::Settings;
+use wasmgate::config::{BackendKind, Settings};
 use wasmgate::deploy::Deployer;
 use wasmgate::front::listener::Listener;
 use wasmgate::routes::RouteName;
@@ -32,6 +33,9 @@ pub const CLI_COMMAND: &[u8] = include_bytes!("../fixtures/cli-command.wasm");
 /// Settings for a test: a fresh data dir, a short deadline.
 pub fn settings(data_dir: &Path) -> Settings {
     Settings {
+        backend: BackendKind::Embedded,
+        bucket: None,
+        table: None,
         data_dir: data_dir.to_path_buf(),
         route_ttl_ms: 2_000,
         memory_limit_mb: 64,
@@ -63,7 +67,9 @@ impl TestServer {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let mut settings = settings(data_dir.path());
         tweak(&mut settings);
-        let backends = Backends::open(&settings).expect("opening the embedded backends");
+        let backends = Backends::open(&settings)
+            .await
+            .expect("opening the backends");
         let engine = backend::engine(&settings).expect("engine");
         let gateway = Arc::new(backends.gateway(engine.clone(), &settings));
         let listener = Listener::bind("127.0.0.1:0".parse().unwrap(), gateway)
@@ -248,4 +254,46 @@ pub fn cli_err(data_dir: &Path, args: &[&str]) -> String {
         stdout(&out)
     );
     stderr(&out)
+}
+
+/// A `wasmgate serve` child process, killed on drop.
+pub struct ServeProcess {
+    pub child: Child,
+    pub addr: std::net::SocketAddr,
+}
+
+impl ServeProcess {
+    /// Starts `wasmgate serve` on a free port with `env` added.
+    pub fn start(data: &std::path::Path, ttl_ms: u64, env: &[(&str, String)]) -> Self {
+        let mut child = wasmgate(data)
+            .args(["serve", "--addr", "127.0.0.1:0"])
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("WASMGATE_ROUTE_TTL_MS", ttl_ms.to_string())
+            .env("WASMGATE_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("serve exited before listening")
+                .unwrap();
+            if let Some(rest) = line.split("addr=").nth(1) {
+                break rest.split_whitespace().next().unwrap().parse().unwrap();
+            }
+        };
+        // Keep draining the log so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        ServeProcess { child, addr }
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

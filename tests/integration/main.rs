@@ -3,8 +3,12 @@
 //!
 //! One test binary (modules below) so the wasmtime-heavy crate is linked once.
 
+#[cfg(feature = "aws")]
+mod aws;
 mod cli;
 mod common;
 mod faults;
+#[cfg(feature = "aws")]
+mod moto;
 mod pointer;
 mod serve;

@@ -1,0 +1,489 @@
+//! `DynamoRouteTable` (feature `aws`): the route table in DynamoDB, laid out
+//! so ops can read and flip it by hand.
+//!
+//! | item | `route` (S, partition) | `rev` (S, sort) | attributes |
+//! |---|---|---|---|
+//! | live pointer | `/api` | `live` | `module` (S), `version` (N), `updated_at`, `updated_by` |
+//! | version N | `/api` | `v00000042` | `module`, `version`, `created_at`, `created_by`, `metadata` (S, JSON) |
+//! | pointer change | `/api` | `change#{ms}#{rand}` | `at`, `actor`, `action`, `from_version`, `from_module`, `to_version`, `to_module`, `reason` |
+//!
+//! A lookup is one `BatchGetItem` of every candidate's live item. A flip is
+//! one `TransactWriteItems`: the new live item, conditional on the one read,
+//! plus its change record; a failed condition is a conflict and writes
+//! nothing.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem};
+
+use super::{
+    ChangeNote, LivePointer, NewVersion, PointerChange, RouteName, RouteTable, TableError, Version,
+    describe, now_rfc3339,
+};
+
+/// The sort key of a route's live pointer.
+pub const LIVE_REV: &str = "live";
+/// Most keys in one `BatchGetItem`.
+const BATCH_LIMIT: usize = 100;
+/// Rounds of retrying keys DynamoDB left unprocessed (throttling).
+const UNPROCESSED_RETRIES: u32 = 5;
+
+type Item = HashMap<String, AttributeValue>;
+
+/// Routes, versions and pointer history in one DynamoDB table.
+#[derive(Clone)]
+pub struct DynamoRouteTable {
+    client: Client,
+    table: String,
+}
+
+impl DynamoRouteTable {
+    /// A table named `table`, through `client` (built by the caller).
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        DynamoRouteTable {
+            client,
+            table: table.into(),
+        }
+    }
+
+    fn unavailable<E, R>(&self, what: &str, error: SdkError<E, R>) -> TableError
+    where
+        E: std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        TableError::Unavailable(format!(
+            "{what} on table {}: {}",
+            self.table,
+            DisplayErrorContext(&error)
+        ))
+    }
+
+    /// Every item of `route` whose `rev` starts with `prefix`, in `rev` order.
+    async fn query_prefix(&self, route: &RouteName, prefix: &str) -> Result<Vec<Item>, TableError> {
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("#route = :route AND begins_with(#rev, :prefix)")
+                .expression_attribute_names("#route", "route")
+                .expression_attribute_names("#rev", "rev")
+                .expression_attribute_values(":route", s(route.to_string()))
+                .expression_attribute_values(":prefix", s(prefix))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| self.unavailable("query", e))?;
+            items.extend(output.items.unwrap_or_default());
+            match output.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(items),
+            }
+        }
+    }
+
+    /// The highest version number of `route` (0 when none).
+    async fn highest_version(&self, route: &RouteName) -> Result<u64, TableError> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#route = :route AND begins_with(#rev, :v)")
+            .expression_attribute_names("#route", "route")
+            .expression_attribute_names("#rev", "rev")
+            .expression_attribute_values(":route", s(route.to_string()))
+            .expression_attribute_values(":v", s("v"))
+            .scan_index_forward(false)
+            .limit(1)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.unavailable("query", e))?;
+        let items = output.items.unwrap_or_default();
+        match items.first() {
+            Some(item) => Ok(version_from_item(item)?.number),
+            None => Ok(0),
+        }
+    }
+
+    async fn read_live(&self, route: &RouteName) -> Option<(String, Option<u64>)> {
+        let live = self.lookup(std::slice::from_ref(route)).await.ok()?;
+        live.into_iter().next().map(|p| (p.module, p.version))
+    }
+}
+
+#[async_trait]
+impl RouteTable for DynamoRouteTable {
+    async fn lookup(&self, candidates: &[RouteName]) -> Result<Vec<LivePointer>, TableError> {
+        // DynamoDB rejects a batch that names a key twice.
+        let mut unique: Vec<&RouteName> = Vec::with_capacity(candidates.len());
+        for candidate in candidates {
+            if !unique.contains(&candidate) {
+                unique.push(candidate);
+            }
+        }
+        let mut found = Vec::new();
+        for chunk in unique.chunks(BATCH_LIMIT) {
+            let keys: Vec<Item> = chunk
+                .iter()
+                .map(|route| {
+                    HashMap::from([
+                        ("route".to_string(), s(route.to_string())),
+                        ("rev".to_string(), s(LIVE_REV)),
+                    ])
+                })
+                .collect();
+            let mut request = KeysAndAttributes::builder()
+                .set_keys(Some(keys))
+                .consistent_read(false)
+                .build()
+                .expect("BUG: keys are set");
+            for attempt in 0..=UNPROCESSED_RETRIES {
+                let output = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(|e| self.unavailable("batch-get-item", e))?;
+                if let Some(items) = output.responses.and_then(|mut r| r.remove(&self.table)) {
+                    for item in &items {
+                        found.push(live_from_item(item)?);
+                    }
+                }
+                match output
+                    .unprocessed_keys
+                    .and_then(|mut u| u.remove(&self.table))
+                {
+                    Some(rest) if !rest.keys.is_empty() && attempt < UNPROCESSED_RETRIES => {
+                        tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
+                        request = rest;
+                    }
+                    Some(rest) if !rest.keys.is_empty() => {
+                        return Err(TableError::Unavailable(format!(
+                            "table {} left {} keys unprocessed after {UNPROCESSED_RETRIES} retries (throttled?)",
+                            self.table,
+                            rest.keys.len()
+                        )));
+                    }
+                    _ => break,
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    async fn list(&self) -> Result<Vec<LivePointer>, TableError> {
+        let mut found = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let output = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("#rev = :live")
+                .expression_attribute_names("#rev", "rev")
+                .expression_attribute_values(":live", s(LIVE_REV))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| self.unavailable("scan", e))?;
+            for item in output.items.unwrap_or_default() {
+                found.push(live_from_item(&item)?);
+            }
+            match output.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        found.sort_by_key(|p| p.route.to_string());
+        Ok(found)
+    }
+
+    async fn add_version(
+        &self,
+        route: &RouteName,
+        version: NewVersion,
+    ) -> Result<Version, TableError> {
+        // Version numbers are claimed with a conditional put; a concurrent
+        // deploy that claimed the same number makes us try the next one.
+        for _ in 0..5 {
+            let number = self.highest_version(route).await? + 1;
+            let record = Version {
+                route: route.clone(),
+                number,
+                module: version.module.to_string(),
+                created_at: now_rfc3339(),
+                created_by: version.actor.clone(),
+                metadata: version.metadata.clone(),
+            };
+            let result = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(version_item(&record)))
+                .condition_expression("attribute_not_exists(#rev)")
+                .expression_attribute_names("#rev", "rev")
+                .send()
+                .await;
+            match result {
+                Ok(_) => return Ok(record),
+                Err(SdkError::ServiceError(e))
+                    if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) =>
+                {
+                    continue;
+                }
+                Err(error) => return Err(self.unavailable("put-item", error)),
+            }
+        }
+        Err(TableError::Conflict {
+            route: route.to_string(),
+            expected: "a free version number".into(),
+            found: "every number taken by concurrent deploys".into(),
+        })
+    }
+
+    async fn versions(&self, route: &RouteName) -> Result<Vec<Version>, TableError> {
+        self.query_prefix(route, "v")
+            .await?
+            .iter()
+            .map(version_from_item)
+            .collect()
+    }
+
+    async fn flip(
+        &self,
+        route: &RouteName,
+        expected: Option<&LivePointer>,
+        to: &Version,
+        note: ChangeNote,
+    ) -> Result<LivePointer, TableError> {
+        let at = now_rfc3339();
+        let name = route.to_string();
+        let live: Item = HashMap::from([
+            ("route".to_string(), s(&name)),
+            ("rev".to_string(), s(LIVE_REV)),
+            ("module".to_string(), s(&to.module)),
+            ("version".to_string(), n(to.number)),
+            ("updated_at".to_string(), s(&at)),
+            ("updated_by".to_string(), s(&note.actor)),
+        ]);
+        let mut put_live = Put::builder()
+            .table_name(&self.table)
+            .expression_attribute_names("#route", "route");
+        put_live = match expected {
+            None => put_live.condition_expression("attribute_not_exists(#route)"),
+            Some(pointer) => {
+                let put = put_live
+                    .expression_attribute_names("#module", "module")
+                    .expression_attribute_names("#version", "version")
+                    .expression_attribute_values(":module", s(&pointer.module));
+                match pointer.version {
+                    Some(v) => put
+                        .condition_expression("attribute_exists(#route) AND #module = :module AND #version = :version")
+                        .expression_attribute_values(":version", n(v)),
+                    None => put.condition_expression(
+                        "attribute_exists(#route) AND #module = :module AND attribute_not_exists(#version)",
+                    ),
+                }
+            }
+        };
+        let put_live = put_live
+            .set_item(Some(live))
+            .build()
+            .map_err(|e| TableError::Unavailable(format!("building the flip: {e}")))?;
+
+        let mut change: Item = HashMap::from([
+            ("route".to_string(), s(&name)),
+            ("rev".to_string(), s(change_rev())),
+            ("at".to_string(), s(&at)),
+            ("actor".to_string(), s(&note.actor)),
+            ("action".to_string(), s(&note.action)),
+            ("to_version".to_string(), n(to.number)),
+            ("to_module".to_string(), s(&to.module)),
+        ]);
+        if let Some(pointer) = expected {
+            change.insert("from_module".into(), s(&pointer.module));
+            if let Some(v) = pointer.version {
+                change.insert("from_version".into(), n(v));
+            }
+        }
+        if let Some(reason) = &note.reason {
+            change.insert("reason".into(), s(reason));
+        }
+        let put_change = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(change))
+            .build()
+            .map_err(|e| TableError::Unavailable(format!("building the flip: {e}")))?;
+
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(put_live).build())
+            .transact_items(TransactWriteItem::builder().put(put_change).build())
+            .send()
+            .await;
+        match result {
+            Ok(_) => {}
+            Err(SdkError::ServiceError(e)) if is_condition_failure(e.err()) => {
+                let found = self.read_live(route).await;
+                return Err(TableError::Conflict {
+                    route: name,
+                    expected: describe(expected.map(|p| (p.module.as_str(), p.version))),
+                    found: describe(found.as_ref().map(|(m, v)| (m.as_str(), *v))),
+                });
+            }
+            Err(error) => return Err(self.unavailable("transact-write-items", error)),
+        }
+        Ok(LivePointer {
+            route: route.clone(),
+            module: to.module.clone(),
+            version: Some(to.number),
+            updated_at: at,
+            updated_by: note.actor,
+        })
+    }
+
+    async fn history(&self, route: &RouteName) -> Result<Vec<PointerChange>, TableError> {
+        self.query_prefix(route, "change#")
+            .await?
+            .iter()
+            .map(change_from_item)
+            .collect()
+    }
+
+    fn location(&self) -> String {
+        format!("dynamodb table {}", self.table)
+    }
+}
+
+fn is_condition_failure(error: &TransactWriteItemsError) -> bool {
+    match error {
+        TransactWriteItemsError::TransactionCanceledException(e) => e
+            .cancellation_reasons()
+            .iter()
+            .any(|r| r.code() == Some("ConditionalCheckFailed")),
+        _ => false,
+    }
+}
+
+/// A sortable, unique sort key for a pointer change.
+fn change_rev() -> String {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let unique = &crate::gateway::new_request_id()[..8];
+    format!("change#{millis:013}#{unique}")
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn n(value: u64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn get_s(item: &Item, name: &str) -> Result<String, TableError> {
+    opt_s(item, name)?.ok_or_else(|| {
+        TableError::Corrupt(format!(
+            "an item has no string attribute `{name}`: {item:?}"
+        ))
+    })
+}
+
+fn opt_s(item: &Item, name: &str) -> Result<Option<String>, TableError> {
+    match item.get(name) {
+        None | Some(AttributeValue::Null(_)) => Ok(None),
+        Some(AttributeValue::S(v)) => Ok(Some(v.clone())),
+        Some(other) => Err(TableError::Corrupt(format!(
+            "attribute `{name}` should be a string (S), is {other:?}"
+        ))),
+    }
+}
+
+fn opt_n(item: &Item, name: &str) -> Result<Option<u64>, TableError> {
+    match item.get(name) {
+        None | Some(AttributeValue::Null(_)) => Ok(None),
+        Some(AttributeValue::N(v)) | Some(AttributeValue::S(v)) => {
+            v.parse().map(Some).map_err(|_| {
+                TableError::Corrupt(format!("attribute `{name}` = {v:?} is not a whole number"))
+            })
+        }
+        Some(other) => Err(TableError::Corrupt(format!(
+            "attribute `{name}` should be a number (N), is {other:?}"
+        ))),
+    }
+}
+
+fn route_of(item: &Item) -> Result<RouteName, TableError> {
+    let text = get_s(item, "route")?;
+    RouteName::parse(&text).map_err(|e| TableError::Corrupt(e.to_string()))
+}
+
+fn live_from_item(item: &Item) -> Result<LivePointer, TableError> {
+    Ok(LivePointer {
+        route: route_of(item)?,
+        module: get_s(item, "module")?,
+        version: opt_n(item, "version")?,
+        updated_at: opt_s(item, "updated_at")?.unwrap_or_default(),
+        updated_by: opt_s(item, "updated_by")?.unwrap_or_default(),
+    })
+}
+
+fn version_item(version: &Version) -> Item {
+    HashMap::from([
+        ("route".to_string(), s(version.route.to_string())),
+        ("rev".to_string(), s(format!("v{:08}", version.number))),
+        ("module".to_string(), s(&version.module)),
+        ("version".to_string(), n(version.number)),
+        ("created_at".to_string(), s(&version.created_at)),
+        ("created_by".to_string(), s(&version.created_by)),
+        ("metadata".to_string(), s(version.metadata.to_string())),
+    ])
+}
+
+fn version_from_item(item: &Item) -> Result<Version, TableError> {
+    let number = match opt_n(item, "version")? {
+        Some(n) => n,
+        None => get_s(item, "rev")?
+            .trim_start_matches('v')
+            .parse()
+            .map_err(|_| TableError::Corrupt(format!("version item without a number: {item:?}")))?,
+    };
+    let metadata = opt_s(item, "metadata")?
+        .and_then(|m| serde_json::from_str(&m).ok())
+        .unwrap_or(serde_json::Value::Null);
+    Ok(Version {
+        route: route_of(item)?,
+        number,
+        module: get_s(item, "module")?,
+        created_at: opt_s(item, "created_at")?.unwrap_or_default(),
+        created_by: opt_s(item, "created_by")?.unwrap_or_default(),
+        metadata,
+    })
+}
+
+fn change_from_item(item: &Item) -> Result<PointerChange, TableError> {
+    Ok(PointerChange {
+        at: opt_s(item, "at")?.unwrap_or_default(),
+        actor: opt_s(item, "actor")?.unwrap_or_default(),
+        action: opt_s(item, "action")?.unwrap_or_default(),
+        from_version: opt_n(item, "from_version")?,
+        from_module: opt_s(item, "from_module")?,
+        to_version: opt_n(item, "to_version")?,
+        to_module: get_s(item, "to_module")?,
+        reason: opt_s(item, "reason")?,
+    })
+}

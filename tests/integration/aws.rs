@@ -1,0 +1,385 @@
+//! The AWS backends (S3 modules, DynamoDB routes) against moto's server:
+//! the `wasmgate` binary deploys, rolls back and serves exactly as it will
+//! against AWS, and ops' raw edits of the table are followed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use wasmgate::modules::ModuleKey;
+use wasmgate::routes::{
+    ChangeNote, DynamoRouteTable, NewVersion, RouteName, RouteTable, TableError, candidates,
+    live_of, most_specific,
+};
+
+use crate::common::*;
+use crate::moto::Moto;
+
+const BUCKET: &str = "wasmgate-modules";
+const TABLE: &str = "wasmgate-routes";
+
+/// moto running with the bucket and table created, and a scratch dir.
+struct Aws {
+    moto: Moto,
+    dir: tempfile::TempDir,
+}
+
+impl Aws {
+    async fn start() -> Self {
+        let moto = Moto::start();
+        moto.create(BUCKET, TABLE).await;
+        Aws {
+            moto,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        self.moto.env(BUCKET, TABLE)
+    }
+
+    /// Runs the CLI against S3 + DynamoDB.
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        wasmgate(&self.dir.path().join("unused"))
+            .envs(self.env())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(out.status.success(), "wasmgate {args:?}: {}", stderr(&out));
+        stdout(&out)
+    }
+
+    fn file(&self, name: &str, bytes: &[u8]) -> String {
+        write_file(self.dir.path(), name, bytes)
+            .to_str()
+            .unwrap()
+            .to_string()
+    }
+
+    fn serve(&self, ttl_ms: u64) -> ServeProcess {
+        ServeProcess::start(&self.dir.path().join("unused"), ttl_ms, &self.env())
+    }
+
+    async fn live_item(&self, route: &str) -> std::collections::HashMap<String, AttributeValue> {
+        self.moto
+            .dynamodb()
+            .await
+            .get_item()
+            .table_name(TABLE)
+            .key("route", AttributeValue::S(route.into()))
+            .key("rev", AttributeValue::S("live".into()))
+            .send()
+            .await
+            .unwrap()
+            .item
+            .expect("the live item exists")
+    }
+}
+
+fn s(item: &std::collections::HashMap<String, AttributeValue>, name: &str) -> String {
+    item[name].as_s().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_to_s3_and_dynamodb_then_serve_skip_and_roll_back() {
+    let aws = Aws::start().await;
+    let hello = aws.file("hello.wasm", HELLO);
+    let probe = aws.file("probe.wasm", PROBE);
+    let key = ModuleKey::for_bytes(HELLO).to_string();
+
+    let text = aws.cli_ok(&["deploy", &hello, "--route", "/app"]);
+    assert!(
+        text.contains(&key) && text.contains("uploaded to s3://wasmgate-modules"),
+        "{text}"
+    );
+    let head = aws
+        .moto
+        .s3()
+        .await
+        .head_object()
+        .bucket(BUCKET)
+        .key(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.content_type(), Some("application/wasm"));
+    assert_eq!(head.content_length(), Some(HELLO.len() as i64));
+    let live = aws.live_item("/app").await;
+    assert_eq!(s(&live, "module"), key);
+    assert_eq!(live["version"].as_n().unwrap(), "1");
+
+    let text = aws.cli_ok(&["deploy", &hello, "--route", "/app"]);
+    assert!(
+        text.contains("skipped, already stored") && text.contains("version: 2 (live)"),
+        "{text}"
+    );
+    let text = aws.cli_ok(&["deploy", &probe, "--route", "/app"]);
+    assert!(text.contains("version: 3 (live)"), "{text}");
+
+    let server = aws.serve(2_000);
+    let reply = send(
+        server.addr,
+        "GET",
+        "/app/echo?q=1",
+        &[],
+        bytes::Bytes::new(),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(
+        reply.text().contains("path: /app/echo?q=1"),
+        "{}",
+        reply.text()
+    );
+
+    let text = aws.cli_ok(&["rollback", "/app"]);
+    assert!(text.contains("version 2 is live (was 3)"), "{text}");
+    let text = aws.cli_ok(&["history", "/app"]);
+    assert!(text.contains("* v2") && text.contains("v3 -> v2"), "{text}");
+    let text = aws.cli_ok(&["routes"]);
+    assert!(text.contains("/app") && text.contains("v2"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_s3_object_is_never_run() {
+    let aws = Aws::start().await;
+    let probe = aws.file("probe.wasm", PROBE);
+    aws.cli_ok(&["deploy", &probe, "--route", "/probe"]);
+    // Overwrite the object (no condition) with another valid component.
+    let key = ModuleKey::for_bytes(PROBE).to_string();
+    aws.moto
+        .s3()
+        .await
+        .put_object()
+        .bucket(BUCKET)
+        .key(&key)
+        .body(HELLO.to_vec().into())
+        .send()
+        .await
+        .unwrap();
+
+    let server = aws.serve(2_000);
+    let reply = send(server.addr, "GET", "/probe/echo", &[], bytes::Bytes::new()).await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    assert!(!reply.text().contains("Hello"), "the tampered module ran");
+
+    // And a deploy of the right bytes refuses to call the damaged object stored.
+    let out = aws.cli(&["deploy", &probe, "--route", "/probe"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("corrupt"), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_flip_with_update_item_is_followed_within_the_ttl() {
+    let aws = Aws::start().await;
+    aws.cli_ok(&["deploy", &aws.file("hello.wasm", HELLO), "--route", "/app"]);
+    aws.cli_ok(&["deploy", &aws.file("probe.wasm", PROBE), "--route", "/app"]);
+    const TTL_MS: u64 = 1_000;
+    let server = aws.serve(TTL_MS);
+    let reply = send(server.addr, "GET", "/app/echo", &[], bytes::Bytes::new()).await;
+    assert!(reply.text().starts_with("method: GET"), "{}", reply.text());
+
+    // The README's raw rollback: one update-item on the live item.
+    let hello_key = ModuleKey::for_bytes(HELLO).to_string();
+    aws.moto
+        .dynamodb()
+        .await
+        .update_item()
+        .table_name(TABLE)
+        .key("route", AttributeValue::S("/app".into()))
+        .key("rev", AttributeValue::S("live".into()))
+        .update_expression("SET #m = :k")
+        .condition_expression("attribute_exists(#r)")
+        .expression_attribute_names("#m", "module")
+        .expression_attribute_names("#r", "route")
+        .expression_attribute_values(":k", AttributeValue::S(hello_key.clone()))
+        .send()
+        .await
+        .unwrap();
+    let addr = server.addr;
+    let took = eventually(Duration::from_millis(TTL_MS + 3_000), || async move {
+        let reply = send(addr, "GET", "/app/echo", &[], bytes::Bytes::new()).await;
+        reply.text().starts_with("Hello from wasmgate")
+    })
+    .await
+    .expect("the server never followed the hand flip");
+    assert!(
+        took <= Duration::from_millis(TTL_MS + 500),
+        "followed after {took:?}"
+    );
+
+    let text = aws.cli_ok(&["history", "/app"]);
+    assert!(text.contains(&format!("live:  v2  {hello_key}")), "{text}");
+    assert!(text.contains("set by hand"), "{text}");
+    // The CLI can still roll back from a hand-set pointer.
+    let text = aws.cli_ok(&["rollback", "/app", "--to", "2"]);
+    assert!(text.contains("version 2 is live"), "{text}");
+}
+
+async fn tables(aws: &Aws, n: usize) -> Vec<DynamoRouteTable> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(DynamoRouteTable::new(aws.moto.dynamodb().await, TABLE));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_flips_on_dynamodb_one_wins_the_others_conflict() {
+    let aws = Aws::start().await;
+    let route = RouteName::parse("/api").unwrap();
+    let handles = tables(&aws, 5).await;
+    let mut versions = Vec::new();
+    for i in 0..5u8 {
+        let version = NewVersion {
+            module: ModuleKey::for_bytes(&[i]),
+            actor: "setup".into(),
+            metadata: serde_json::json!({}),
+        };
+        versions.push(handles[0].add_version(&route, version).await.unwrap());
+    }
+    assert_eq!(
+        versions.iter().map(|v| v.number).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5]
+    );
+    let note = |actor: &str| ChangeNote {
+        actor: actor.into(),
+        action: "rollback".into(),
+        reason: None,
+    };
+    handles[0]
+        .flip(&route, None, &versions[0], note("setup"))
+        .await
+        .unwrap();
+    let err = handles[1]
+        .flip(&route, None, &versions[1], note("late"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TableError::Conflict { .. }), "{err}");
+
+    let barrier = Arc::new(tokio::sync::Barrier::new(4));
+    let mut tasks = Vec::new();
+    for (table, version) in handles
+        .into_iter()
+        .skip(1)
+        .zip(versions.iter().skip(1).cloned())
+    {
+        let route = route.clone();
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            let read = live_of(&table, &route).await.unwrap();
+            barrier.wait().await;
+            table
+                .flip(&route, read.as_ref(), &version, note("racer"))
+                .await
+        }));
+    }
+    let mut wins = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => wins += 1,
+            Err(TableError::Conflict { .. }) => {}
+            Err(other) => panic!("{other}"),
+        }
+    }
+    assert_eq!(wins, 1, "exactly one of four concurrent flips wins");
+    let table = DynamoRouteTable::new(aws.moto.dynamodb().await, TABLE);
+    assert_eq!(
+        table.history(&route).await.unwrap().len(),
+        2,
+        "only two changes were recorded"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_batch_lookup_finds_the_most_specific_route() {
+    let aws = Aws::start().await;
+    let table = DynamoRouteTable::new(aws.moto.dynamodb().await, TABLE);
+    for (i, name) in ["/a", "/a/b", "h.example/a", "/z"].iter().enumerate() {
+        let route = RouteName::parse(name).unwrap();
+        let version = NewVersion {
+            module: ModuleKey::for_bytes(&[i as u8]),
+            actor: "t".into(),
+            metadata: serde_json::json!({}),
+        };
+        let version = table.add_version(&route, version).await.unwrap();
+        let note = ChangeNote {
+            actor: "t".into(),
+            action: "deploy".into(),
+            reason: None,
+        };
+        table.flip(&route, None, &version, note).await.unwrap();
+    }
+    // The deepest request yields the most candidates (66): still one batch.
+    let deep = format!("/a/b{}", "/x".repeat(40));
+    let cands = candidates(Some("h.example"), &deep);
+    assert_eq!(cands.len(), 66);
+    let found = table.lookup(&cands).await.unwrap();
+    let mut names: Vec<String> = found.iter().map(|p| p.route.to_string()).collect();
+    names.sort();
+    assert_eq!(names, ["/a", "/a/b", "h.example/a"]);
+    let best = most_specific(&cands, found.iter().map(|p| (&p.route, p))).unwrap();
+    assert_eq!(best.route.to_string(), "h.example/a");
+
+    let cands = candidates(Some("other.example"), &deep);
+    let found = table.lookup(&cands).await.unwrap();
+    let best = most_specific(&cands, found.iter().map(|p| (&p.route, p))).unwrap();
+    assert_eq!(best.route.to_string(), "/a/b");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_backends_down_warm_routes_serve_and_a_cold_miss_is_503() {
+    let mut aws = Aws::start().await;
+    aws.cli_ok(&[
+        "deploy",
+        &aws.file("hello.wasm", HELLO),
+        "--route",
+        "/hello",
+    ]);
+    let server = aws.serve(60_000);
+    let warm = send(server.addr, "GET", "/hello", &[], bytes::Bytes::new()).await;
+    assert_eq!(warm.status, 200);
+
+    aws.moto.kill();
+    let warm = send(server.addr, "GET", "/hello", &[], bytes::Bytes::new()).await;
+    assert_eq!(
+        warm.status,
+        200,
+        "a cached route and module keep serving: {}",
+        warm.text()
+    );
+    let cold = send(server.addr, "GET", "/other", &[], bytes::Bytes::new()).await;
+    assert_eq!(cold.status, 503, "{}", cold.text());
+    assert_eq!(cold.headers["retry-after"], "1");
+}
+
+#[test]
+fn aws_backend_without_bucket_or_table_is_a_clear_start_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = wasmgate(dir.path())
+        .env("WASMGATE_BACKEND", "aws")
+        .arg("routes")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("needs WASMGATE_BUCKET"),
+        "{}",
+        stderr(&out)
+    );
+    let out = wasmgate(dir.path())
+        .env("WASMGATE_BACKEND", "aws")
+        .env("WASMGATE_BUCKET", "b")
+        .arg("routes")
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&out).contains("needs WASMGATE_TABLE"),
+        "{}",
+        stderr(&out)
+    );
+}
