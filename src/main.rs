@@ -32,8 +32,17 @@ struct Cli {
     #[command(flatten)]
     settings: Settings,
 
+    /// How the Lambda front answers: buffered, or response-stream (for
+    /// Function URLs with InvokeMode RESPONSE_STREAM).
+    #[cfg(feature = "lambda")]
+    #[arg(long, env = "WASMGATE_LAMBDA_INVOKE_MODE", value_enum, global = true,
+          default_value_t = wasmgate::front::lambda::InvokeMode::Buffered)]
+    lambda_invoke_mode: wasmgate::front::lambda::InvokeMode,
+
+    /// With no command and AWS_LAMBDA_RUNTIME_API set (as Lambda's
+    /// provided.al2023 runtime does), wasmgate runs as the function's bootstrap.
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
@@ -79,10 +88,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(
-        &cli.settings.log,
-        matches!(cli.command, Command::Serve { .. }),
-    );
+    if cli.command.is_none() && std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none() {
+        let _ = <Cli as clap::CommandFactory>::command().print_help();
+        return ExitCode::from(2);
+    }
+    // Servers log to stdout (where platforms collect it); the CLI to stderr.
+    let server = matches!(cli.command, None | Some(Command::Serve { .. }));
+    init_logging(&cli.settings.log, server);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -103,7 +115,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let settings = cli.settings;
+    let settings = cli.settings.clone();
     let backends = Backends::open(&settings).await?;
     // The CLI compiles a module only to check it: no instance pool needed.
     let cli_engine = || {
@@ -111,7 +123,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         settings.pooling = PoolingMode::Off;
         backend::engine(&settings)
     };
-    match cli.command {
+    let Some(command) = cli.command else {
+        return serve_lambda(&settings, backends, &cli).await;
+    };
+    match command {
         Command::Serve { serve } => serve_http(&settings, &serve, backends).await,
         Command::Deploy { file, route, actor } => {
             let bytes =
@@ -201,6 +216,23 @@ async fn serve_http(
         .await;
     tracing::info!(drained, "wasmgate stopped");
     Ok(())
+}
+
+#[cfg(feature = "lambda")]
+async fn serve_lambda(settings: &Settings, backends: Backends, cli: &Cli) -> anyhow::Result<()> {
+    let engine = backend::engine(settings)?;
+    let gateway = Arc::new(backends.gateway(engine.clone(), settings));
+    tracing::info!(pooling = engine.pooling(), mode = ?cli.lambda_invoke_mode, "wasmgate running as a Lambda function");
+    wasmgate::front::lambda::run(gateway, cli.lambda_invoke_mode)
+        .await
+        .map_err(|e| anyhow::anyhow!("the Lambda runtime stopped: {e}"))
+}
+
+#[cfg(not(feature = "lambda"))]
+async fn serve_lambda(_: &Settings, _: Backends, _: &Cli) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "AWS_LAMBDA_RUNTIME_API is set but this wasmgate was built without the `lambda` feature"
+    )
 }
 
 fn print_history(history: &RouteHistory) {

@@ -5,3 +5,6 @@
 
 #[cfg(feature = "http")]
 pub mod listener;
+
+#[cfg(feature = "lambda")]
+pub mod lambda;

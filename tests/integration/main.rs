@@ -8,6 +8,8 @@ mod aws;
 mod cli;
 mod common;
 mod faults;
+#[cfg(feature = "lambda")]
+mod lambda;
 #[cfg(feature = "aws")]
 mod moto;
 mod pointer;

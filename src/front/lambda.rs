@@ -1,0 +1,244 @@
+//! The Lambda front (feature `lambda`): API Gateway REST (v1) and HTTP API
+//! (v2), ALB and Function URL events become plain `http` requests for the
+//! [`Gateway`], and its responses go back as Lambda expects. It translates,
+//! nothing else: routing, limits and errors are the gateway's.
+//!
+//! - The path is the one the client asked for: the REST API stage is not in it.
+//! - Binary bodies round-trip: base64 in the event becomes bytes for the
+//!   guest, and a non-text response goes back base64-encoded.
+//! - Every failure is an HTTP response (404, 500, 504...), never a failed
+//!   invocation. The guest's deadline is kept short of the invocation's.
+//! - Invocations are served concurrently where Lambda sends them
+//!   (`AWS_LAMBDA_MAX_CONCURRENCY`, Lambda Managed Instances), by one shared
+//!   gateway; `WASMGATE_LAMBDA_INVOKE_MODE=response-stream` streams responses
+//!   (Function URLs with `InvokeMode: RESPONSE_STREAM`).
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderValue, header};
+use http_body::{Body as HttpBody, Frame};
+use http_body_util::BodyExt;
+use lambda_http::{Body as LambdaBody, RequestExt, service_fn};
+
+use crate::body::{self, Body};
+use crate::gateway::{Gateway, RequestInfo};
+
+/// How responses go back to Lambda.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InvokeMode {
+    /// The whole response in one reply (API Gateway, ALB, Function URLs in BUFFERED mode).
+    Buffered,
+    /// Streamed as the guest writes it (Function URLs with `InvokeMode: RESPONSE_STREAM`).
+    ResponseStream,
+}
+
+/// Kept back from the invocation deadline, so the answer (a 504 at worst)
+/// reaches Lambda before Lambda ends the invocation.
+pub const DEADLINE_MARGIN: Duration = Duration::from_millis(300);
+
+/// Runs the Lambda runtime loop until the runtime API goes away. Fails only
+/// when the runtime cannot start (e.g. `AWS_LAMBDA_RUNTIME_API` unreachable).
+pub async fn run(gateway: Arc<Gateway>, mode: InvokeMode) -> Result<(), lambda_http::Error> {
+    match mode {
+        InvokeMode::Buffered => {
+            let service = service_fn(move |request: lambda_http::Request| {
+                let gateway = gateway.clone();
+                async move { Ok::<_, Infallible>(buffered(&gateway, request).await) }
+            });
+            lambda_http::run_concurrent(service).await
+        }
+        InvokeMode::ResponseStream => {
+            let service = service_fn(move |request: lambda_http::Request| {
+                let gateway = gateway.clone();
+                async move { Ok::<_, Infallible>(streamed(&gateway, request).await) }
+            });
+            lambda_http::run_with_streaming_response_concurrent(service).await
+        }
+    }
+}
+
+/// Serves one event and returns the whole response (buffered mode).
+pub async fn buffered(
+    gateway: &Gateway,
+    request: lambda_http::Request,
+) -> http::Response<LambdaBody> {
+    let (request, info) = to_gateway_request(request);
+    let request_id = info.request_id.clone().unwrap_or_default();
+    let response = gateway.handle(request, info).await;
+    let (mut parts, body) = response.into_parts();
+    match body.collect().await {
+        Ok(collected) => {
+            let bytes = collected.to_bytes();
+            // lambda_http treats a response without a content type as text and
+            // would mangle binary bytes: name them.
+            if !parts.headers.contains_key(header::CONTENT_TYPE)
+                && std::str::from_utf8(&bytes).is_err()
+            {
+                parts.headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                );
+            }
+            let body = to_lambda_body(bytes, &parts_content_type(&parts));
+            http::Response::from_parts(parts, body)
+        }
+        Err(error) => {
+            tracing::warn!(request_id = %request_id, %error, "the response body failed before it was complete");
+            let mut response = http::Response::new(LambdaBody::Text(format!(
+                "502 Bad Gateway: the function failed while writing its response\nrequest id: {request_id}\n"
+            )));
+            *response.status_mut() = http::StatusCode::BAD_GATEWAY;
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            response
+        }
+    }
+}
+
+/// Serves one event and streams the response (response-stream mode).
+pub async fn streamed(
+    gateway: &Gateway,
+    request: lambda_http::Request,
+) -> http::Response<EndOnError> {
+    let (request, info) = to_gateway_request(request);
+    gateway.handle(request, info).await.map(EndOnError::new)
+}
+
+fn parts_content_type(parts: &http::response::Parts) -> String {
+    parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Text bodies stay text; everything else is binary (and base64 on the wire).
+fn to_lambda_body(bytes: Bytes, content_type: &str) -> LambdaBody {
+    if bytes.is_empty() {
+        return LambdaBody::Empty;
+    }
+    let textual = content_type.is_empty()
+        || content_type.starts_with("text/")
+        || content_type.starts_with("application/json")
+        || content_type.starts_with("application/javascript")
+        || content_type.starts_with("application/xml");
+    match (textual, String::from_utf8(bytes.to_vec())) {
+        (true, Ok(text)) => LambdaBody::Text(text),
+        _ => LambdaBody::Binary(bytes.to_vec()),
+    }
+}
+
+/// An event, as the gateway sees it: the client's path (without the REST API
+/// stage) and query, its headers and body bytes, plus the invocation's
+/// request id and deadline.
+pub fn to_gateway_request(request: lambda_http::Request) -> (http::Request<Body>, RequestInfo) {
+    let path = request.raw_http_path().to_string();
+    let path = if path.is_empty() {
+        "/".to_string()
+    } else {
+        path
+    };
+    let context = request.lambda_context_ref().cloned();
+    let (mut parts, body) = request.into_parts();
+
+    let path_and_query = match parts.uri.query() {
+        Some(query) if !query.is_empty() => format!("{path}?{query}"),
+        _ => path,
+    };
+    if !parts.headers.contains_key(header::HOST)
+        && let Some(authority) = parts.uri.authority()
+        && let Ok(host) = HeaderValue::from_str(authority.as_str())
+    {
+        parts.headers.insert(header::HOST, host);
+    }
+    let https = parts
+        .headers
+        .get("x-forwarded-proto")
+        .is_none_or(|proto| proto.as_bytes().eq_ignore_ascii_case(b"https"));
+    parts.uri = path_and_query
+        .parse()
+        .unwrap_or_else(|_| http::Uri::from_static("/"));
+
+    let body = match body {
+        LambdaBody::Empty => body::empty(),
+        LambdaBody::Text(text) => body::full(text),
+        LambdaBody::Binary(bytes) => body::full(bytes),
+        _ => body::empty(),
+    };
+    let info = RequestInfo {
+        request_id: context
+            .as_ref()
+            .map(|c| c.request_id.clone())
+            .filter(|id| !id.is_empty()),
+        https,
+        deadline: context.as_ref().and_then(|c| deadline_instant(c.deadline)),
+    };
+    (http::Request::from_parts(parts, body), info)
+}
+
+/// The instant to stop the guest: the invocation deadline (epoch ms) less
+/// [`DEADLINE_MARGIN`]. `None` when Lambda gave no deadline.
+fn deadline_instant(deadline_ms: u64) -> Option<Instant> {
+    if deadline_ms == 0 {
+        return None;
+    }
+    let now_ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .ok()?
+        .as_millis() as u64;
+    let left =
+        Duration::from_millis(deadline_ms.saturating_sub(now_ms)).saturating_sub(DEADLINE_MARGIN);
+    Some(Instant::now() + left)
+}
+
+/// A response body that ends, instead of failing, when the guest's stream
+/// fails: lambda_http would otherwise write the error into the body as text.
+pub struct EndOnError {
+    inner: Body,
+    done: bool,
+}
+
+impl EndOnError {
+    fn new(inner: Body) -> Self {
+        EndOnError { inner, done: false }
+    }
+}
+
+impl HttpBody for EndOnError {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+            Poll::Ready(Some(Err(error))) => {
+                tracing::warn!(%error, "the streamed response failed; ending it early");
+                self.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.inner.is_end_stream()
+    }
+}

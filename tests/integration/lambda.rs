@@ -1,0 +1,385 @@
+//! The Lambda front: real event JSON (API Gateway v1 and v2, ALB, Function
+//! URL, a binary body) through the conversion, and the `wasmgate` binary run
+//! as a Lambda bootstrap against a Runtime API on 127.0.0.1.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use wasmgate::front::lambda::to_gateway_request;
+
+use crate::common::*;
+
+fn fixture(name: &str) -> Value {
+    let path = format!("{}/tests/data/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+async fn converted(event: &Value) -> (http::Request<wasmgate::body::Body>, Bytes) {
+    let request = lambda_http::request::from_str(&event.to_string()).expect("a valid event");
+    let (request, _info) = to_gateway_request(request);
+    let (parts, body) = request.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (
+        http::Request::from_parts(parts, wasmgate::body::empty()),
+        body,
+    )
+}
+
+#[tokio::test]
+async fn api_gateway_v1_loses_its_stage_and_keeps_query_and_headers() {
+    let event = fixture("apigw_v1_proxy_request");
+    assert_eq!(event["requestContext"]["stage"], "test");
+    let (request, body) = converted(&event).await;
+    assert_eq!(
+        request.uri().path(),
+        "/hello",
+        "the stage is not in the path"
+    );
+    assert_eq!(request.uri().query(), Some("name=me"));
+    assert_eq!(request.method(), "GET");
+    assert!(request.headers().contains_key("host"));
+    assert!(body.is_empty());
+}
+
+#[tokio::test]
+async fn api_gateway_v2_and_function_urls_keep_the_raw_query_and_text_body() {
+    for name in ["apigw_v2_proxy_request", "lambda_function_url_request"] {
+        let event = fixture(name);
+        let (request, body) = converted(&event).await;
+        assert_eq!(request.uri().path(), "/my/path", "{name}");
+        assert_eq!(
+            request.uri().query(),
+            Some("parameter1=value1&parameter1=value2&parameter2=value"),
+            "{name}"
+        );
+        if name == "apigw_v2_proxy_request" {
+            assert_eq!(&body[..], b"Hello from Lambda");
+            assert_eq!(request.headers()["header1"], "value1");
+        }
+    }
+}
+
+#[tokio::test]
+async fn alb_events_convert() {
+    let (request, body) = converted(&fixture("alb_request")).await;
+    assert_eq!(request.uri().path(), "/");
+    assert_eq!(request.uri().query(), Some("myKey=val2"));
+    assert_eq!(&body[..], b"request_body");
+}
+
+#[tokio::test]
+async fn a_base64_body_arrives_as_bytes() {
+    let (_, body) = converted(&fixture("apigw_v2_binary_request")).await;
+    assert_eq!(&body[..], &[0x00, 0x01, 0x02, 0xff, 0xfe]);
+}
+
+/// A Lambda Runtime API (the public 2018-06-01 interface) on 127.0.0.1:
+/// hands out queued events and records what the runtime answers.
+#[derive(Default)]
+struct RuntimeApi {
+    queue: Mutex<VecDeque<(String, Value)>>,
+    responses: Mutex<HashMap<String, (http::HeaderMap, Bytes)>>,
+    errors: Mutex<Vec<(String, Bytes)>>,
+}
+
+impl RuntimeApi {
+    async fn start() -> (Arc<Self>, std::net::SocketAddr) {
+        let api = Arc::new(RuntimeApi::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = api.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let api = server.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request| {
+                        let api = api.clone();
+                        async move { Ok::<_, std::convert::Infallible>(api.handle(request).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        (api, addr)
+    }
+
+    fn push(&self, id: &str, event: Value) {
+        self.queue
+            .lock()
+            .unwrap()
+            .push_back((id.to_string(), event));
+    }
+
+    async fn handle(
+        &self,
+        request: hyper::Request<hyper::body::Incoming>,
+    ) -> hyper::Response<Full<Bytes>> {
+        let path = request.uri().path().to_string();
+        if path == "/2018-06-01/runtime/invocation/next" {
+            // Long poll: wait for an event.
+            loop {
+                let next = self.queue.lock().unwrap().pop_front();
+                if let Some((id, event)) = next {
+                    let deadline = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_millis()
+                        + 30_000;
+                    return hyper::Response::builder()
+                        .header("lambda-runtime-aws-request-id", id)
+                        .header("lambda-runtime-deadline-ms", deadline.to_string())
+                        .header(
+                            "lambda-runtime-invoked-function-arn",
+                            "arn:aws:lambda:us-east-1:123456789012:function:wasmgate",
+                        )
+                        .header(
+                            "lambda-runtime-trace-id",
+                            "Root=1-5759e988-bd862e3fe1be46a994272793",
+                        )
+                        .body(Full::new(Bytes::from(event.to_string())))
+                        .unwrap();
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let headers = request.headers().clone();
+        let body = request.into_body().collect().await.unwrap().to_bytes();
+        let parts: Vec<&str> = path.split('/').collect();
+        match parts.as_slice() {
+            ["", "2018-06-01", "runtime", "invocation", id, "response"] => {
+                self.responses
+                    .lock()
+                    .unwrap()
+                    .insert(id.to_string(), (headers, body));
+            }
+            ["", "2018-06-01", "runtime", "invocation", id, "error"] => {
+                self.errors.lock().unwrap().push((id.to_string(), body));
+            }
+            _ => self.errors.lock().unwrap().push((path, body)),
+        }
+        hyper::Response::builder()
+            .status(202)
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    }
+
+    async fn response(&self, id: &str) -> (http::HeaderMap, Bytes) {
+        for _ in 0..600 {
+            if let Some(found) = self.responses.lock().unwrap().remove(id) {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "no response for {id}; errors: {:?}",
+            self.errors.lock().unwrap()
+        );
+    }
+}
+
+/// `wasmgate` with no command, as Lambda's provided.al2023 starts `bootstrap`.
+fn bootstrap(
+    data: &std::path::Path,
+    api: std::net::SocketAddr,
+    extra: &[(&str, &str)],
+) -> KillOnDrop {
+    let child = wasmgate(data)
+        .env("AWS_LAMBDA_RUNTIME_API", api.to_string())
+        .env("AWS_LAMBDA_FUNCTION_NAME", "wasmgate")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_MAX_CONCURRENCY", "4")
+        .envs(extra.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    KillOnDrop(child)
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn v2_event(method: &str, path: &str, query: &str, body: Option<&[u8]>) -> Value {
+    let mut event = fixture("apigw_v2_proxy_request");
+    event["rawPath"] = json!(path);
+    event["rawQueryString"] = json!(query);
+    event["requestContext"]["http"]["path"] = json!(path);
+    event["requestContext"]["http"]["method"] = json!(method);
+    event["queryStringParameters"] = json!({});
+    match body {
+        Some(bytes) => {
+            event["body"] = json!(base64::engine::general_purpose::STANDARD.encode(bytes));
+            event["isBase64Encoded"] = json!(true);
+        }
+        None => {
+            event["body"] = Value::Null;
+            event["isBase64Encoded"] = json!(false);
+        }
+    }
+    event
+}
+
+/// The body of a buffered Lambda HTTP response, decoded.
+fn decoded_body(response: &Value) -> Vec<u8> {
+    let body = response["body"].as_str().unwrap_or_default();
+    if response["isBase64Encoded"] == json!(true) {
+        base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .unwrap()
+    } else {
+        body.as_bytes().to_vec()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_runs_as_a_lambda_bootstrap_for_every_event_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let probe = write_file(dir.path(), "probe.wasm", PROBE);
+    cli_ok(
+        &data,
+        &["deploy", probe.to_str().unwrap(), "--route", "/probe"],
+    );
+
+    let (api, addr) = RuntimeApi::start().await;
+    let _runtime = bootstrap(&data, addr, &[("WASMGATE_TIMEOUT_MS", "1000")]);
+
+    let mut v1 = fixture("apigw_v1_proxy_request");
+    v1["path"] = json!("/probe/echo");
+    v1["requestContext"]["path"] = json!("/test/probe/echo");
+    api.push("v1", v1);
+    let mut alb = fixture("alb_request");
+    alb["path"] = json!("/probe/echo");
+    api.push("alb", alb);
+    let mut url = fixture("lambda_function_url_request");
+    url["rawPath"] = json!("/probe/big");
+    url["rawQueryString"] = json!("bytes=1000");
+    url["requestContext"]["http"]["path"] = json!("/probe/big");
+    api.push("url", url);
+    api.push(
+        "binary",
+        v2_event("POST", "/probe/echo", "x=1", Some(&[0, 1, 2, 0xff, 0xfe])),
+    );
+    api.push("trap", v2_event("GET", "/probe/trap", "", None));
+    api.push("loop", v2_event("GET", "/probe/loop", "", None));
+    api.push("missing", v2_event("GET", "/nothing/here", "", None));
+
+    let json_of =
+        |(_, body): (http::HeaderMap, Bytes)| -> Value { serde_json::from_slice(&body).unwrap() };
+
+    let v1 = json_of(api.response("v1").await);
+    assert_eq!(v1["statusCode"], 200, "{v1}");
+    let text = String::from_utf8(decoded_body(&v1)).unwrap();
+    assert!(
+        text.contains("path: /probe/echo?name=me\n"),
+        "no stage in the path: {text}"
+    );
+
+    let alb = json_of(api.response("alb").await);
+    assert_eq!(alb["statusCode"], 200, "{alb}");
+    let text = String::from_utf8(decoded_body(&alb)).unwrap();
+    assert!(
+        text.contains("path: /probe/echo?myKey=val2\n") && text.contains("body: request_body"),
+        "{text}"
+    );
+
+    let url = json_of(api.response("url").await);
+    assert_eq!(url["statusCode"], 200, "{url}");
+    assert_eq!(
+        url["isBase64Encoded"], true,
+        "binary goes back base64: {url}"
+    );
+    let bytes = decoded_body(&url);
+    assert_eq!(bytes.len(), 1000);
+    assert!(
+        bytes
+            .chunks(16)
+            .all(|c| c == &b"0123456789abcdef"[..c.len()])
+    );
+
+    let binary = json_of(api.response("binary").await);
+    let text = String::from_utf8_lossy(&decoded_body(&binary)).into_owned();
+    assert!(
+        text.contains("method: POST\npath: /probe/echo?x=1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("body-length: 5\n"),
+        "the base64 body arrived as 5 bytes: {text}"
+    );
+
+    let trap = json_of(api.response("trap").await);
+    assert_eq!(
+        trap["statusCode"], 500,
+        "a trap is an HTTP 500, not a failed invocation: {trap}"
+    );
+    let timeout = json_of(api.response("loop").await);
+    assert_eq!(timeout["statusCode"], 504, "{timeout}");
+    let missing = json_of(api.response("missing").await);
+    assert_eq!(missing["statusCode"], 404, "{missing}");
+    assert!(
+        api.errors.lock().unwrap().is_empty(),
+        "no invocation failed: {:?}",
+        api.errors.lock().unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_stream_mode_streams_the_prelude_then_the_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let probe = write_file(dir.path(), "probe.wasm", PROBE);
+    cli_ok(
+        &data,
+        &["deploy", probe.to_str().unwrap(), "--route", "/probe"],
+    );
+    let (api, addr) = RuntimeApi::start().await;
+    let _runtime = bootstrap(
+        &data,
+        addr,
+        &[("WASMGATE_LAMBDA_INVOKE_MODE", "response-stream")],
+    );
+
+    let size = 3 * 1024 * 1024;
+    let mut url = fixture("lambda_function_url_request");
+    url["rawPath"] = json!("/probe/big");
+    url["rawQueryString"] = json!(format!("bytes={size}"));
+    url["requestContext"]["http"]["path"] = json!("/probe/big");
+    api.push("stream", url);
+
+    let (headers, body) = api.response("stream").await;
+    assert_eq!(
+        headers["lambda-runtime-function-response-mode"],
+        "streaming"
+    );
+    let split = body
+        .windows(8)
+        .position(|w| w == [0u8; 8])
+        .expect("prelude separator");
+    let prelude: Value = serde_json::from_slice(&body[..split]).unwrap();
+    assert_eq!(prelude["statusCode"], 200, "{prelude}");
+    let payload = &body[split + 8..];
+    assert_eq!(payload.len(), size);
+    assert!(
+        payload
+            .chunks(16)
+            .all(|c| c == &b"0123456789abcdef"[..c.len()])
+    );
+}
