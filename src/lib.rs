@@ -26,6 +26,8 @@
 //!
 //! | variable | default | meaning |
 //! |---|---|---|
+//! | `WASMGATE_BACKEND` | `embedded` | `embedded` or `aws` (S3 + DynamoDB) |
+//! | `WASMGATE_BUCKET`, `WASMGATE_TABLE` | | the bucket and table, with `aws` |
 //! | `WASMGATE_DATA_DIR` | `.wasmgate` | embedded default: module files and `routes.sqlite3` |
 //! | `WASMGATE_ROUTE_TTL_MS` | `2000` | route cache TTL; changes are served within it |
 //! | `WASMGATE_TIMEOUT_MS` | `30000` | per-request deadline (504 past it) |
@@ -35,6 +37,7 @@
 //! | `WASMGATE_POOLING` | `auto` | pooling allocator: `auto`, `on`, `off` |
 //! | `WASMGATE_ADDR` / `PORT` | `0.0.0.0:8080` | listener address |
 //! | `WASMGATE_DRAIN_TIMEOUT_MS` | `10000` | time in-flight requests get after SIGTERM |
+//! | `WASMGATE_LAMBDA_INVOKE_MODE` | `buffered` | Lambda: `buffered` or `response-stream` |
 //! | `WASMGATE_LOG` | `info` | log filter |
 
 pub mod backend;
