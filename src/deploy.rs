@@ -223,7 +223,8 @@ impl Deployer {
             .and_then(|c| c.from_version)
             .ok_or_else(|| {
                 DeployError::NothingToRollBack(format!(
-                    "no version of {route} was live before the current one; pick one with --to N"
+                    "no recorded change made the current pointer of {route} live (it was set by hand, or \
+                     this is the first version); pick a version with --to N (see `wasmgate history {route}`)"
                 ))
             })
     }

@@ -45,10 +45,14 @@ impl GatewayError {
                 | ModuleLoadError::Integrity(_)
                 | ModuleLoadError::Load { .. } => StatusCode::BAD_GATEWAY,
             },
-            GatewayError::Table(_) => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::Table(e) => match e.as_ref() {
+                TableError::Corrupt(_) => StatusCode::BAD_GATEWAY,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            },
             GatewayError::Guest(e) => match e {
                 GuestError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
                 GuestError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+                GuestError::BadRequest(_) => StatusCode::BAD_REQUEST,
                 GuestError::MemoryLimit(_)
                 | GuestError::Trap(_)
                 | GuestError::NoResponse
@@ -75,6 +79,7 @@ impl GatewayError {
                     limit >> 20
                 )
             }
+            GatewayError::Guest(GuestError::BadRequest(why)) => why.clone(),
             GatewayError::Guest(GuestError::Busy(_)) => {
                 "the server is at capacity, retry shortly".to_string()
             }

@@ -19,7 +19,7 @@ use crate::body::Body;
 use crate::error::GatewayError;
 use crate::modules::{CacheOutcome, ModuleCache, ModuleKey, ModuleStore};
 use crate::routes::{Resolved, RouteCache, RouteTable};
-use crate::runtime::{Invocation, WasmEngine};
+use crate::runtime::{GuestError, Invocation, LoadedModule, WasmEngine};
 
 /// The header carrying the request id, read from the client and echoed back.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -120,6 +120,33 @@ impl Gateway {
         request_id: &str,
         trace: &mut Trace,
     ) -> Result<Response<Body>, GatewayError> {
+        let started = Instant::now();
+        let timeout_deadline = started + self.engine.limits().timeout;
+        let deadline = info
+            .deadline
+            .map_or(timeout_deadline, |d| d.min(timeout_deadline));
+        let budget = deadline.saturating_duration_since(started);
+        // The lookup, fetch and compile count against the deadline too: on
+        // Lambda an answer must leave before the invocation ends.
+        let (module, request) =
+            tokio::time::timeout_at(deadline.into(), self.prepare(request, trace))
+                .await
+                .map_err(|_| GatewayError::Guest(GuestError::Timeout(budget)))??;
+        let invocation = Invocation {
+            request_id: request_id.to_string(),
+            deadline,
+            budget,
+            https: info.https,
+        };
+        Ok(module.run(&self.engine, request, &invocation).await?)
+    }
+
+    /// Finds the route and the compiled module for `request`.
+    async fn prepare(
+        &self,
+        request: Request<Body>,
+        trace: &mut Trace,
+    ) -> Result<(Arc<LoadedModule>, Request<Body>), GatewayError> {
         let host = request
             .uri()
             .host()
@@ -156,15 +183,7 @@ impl Gateway {
         let (module, module_cache) = self.modules.get(&key).await.map_err(GatewayError::Module)?;
         trace.module_cache = Some(module_cache);
 
-        let timeout_deadline = Instant::now() + self.engine.limits().timeout;
-        let invocation = Invocation {
-            request_id: request_id.to_string(),
-            deadline: info
-                .deadline
-                .map_or(timeout_deadline, |d| d.min(timeout_deadline)),
-            https: info.https,
-        };
-        Ok(module.run(&self.engine, request, &invocation).await?)
+        Ok((module, request))
     }
 }
 

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use clap::{Parser, Subcommand};
 
 use wasmgate::backend::{self, Backends};
-use wasmgate::config::{ServeSettings, Settings};
+use wasmgate::config::{BackendKind, ServeSettings, Settings};
 use wasmgate::deploy::RouteHistory;
 use wasmgate::routes::RouteName;
 use wasmgate::runtime::PoolingMode;
@@ -116,7 +116,17 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = cli.settings.clone();
-    let backends = Backends::open(&settings).await?;
+    let on_lambda = cli.command.is_none();
+    let backends = Backends::open(&settings).await.map_err(|error| {
+        if on_lambda && settings.backend == BackendKind::Embedded {
+            error.context(
+                "on Lambda, set WASMGATE_BACKEND=aws with WASMGATE_BUCKET and WASMGATE_TABLE \
+                 (the embedded default needs a writable WASMGATE_DATA_DIR)",
+            )
+        } else {
+            error
+        }
+    })?;
     // The CLI compiles a module only to check it: no instance pool needed.
     let cli_engine = || {
         let mut settings = settings.clone();

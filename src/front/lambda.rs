@@ -41,6 +41,10 @@ pub enum InvokeMode {
 /// reaches Lambda before Lambda ends the invocation.
 pub const DEADLINE_MARGIN: Duration = Duration::from_millis(300);
 
+/// Largest body a buffered response may carry: Lambda caps the payload at
+/// 6 MB, and binary bodies grow by a third in base64.
+const MAX_BUFFERED_BODY: usize = 4 * 1024 * 1024;
+
 /// Runs the Lambda runtime loop until the runtime API goes away. Fails only
 /// when the runtime cannot start (e.g. `AWS_LAMBDA_RUNTIME_API` unreachable).
 pub async fn run(gateway: Arc<Gateway>, mode: InvokeMode) -> Result<(), lambda_http::Error> {
@@ -71,9 +75,8 @@ pub async fn buffered(
     let request_id = info.request_id.clone().unwrap_or_default();
     let response = gateway.handle(request, info).await;
     let (mut parts, body) = response.into_parts();
-    match body.collect().await {
-        Ok(collected) => {
-            let bytes = collected.to_bytes();
+    match collect_limited(body, MAX_BUFFERED_BODY).await {
+        Ok(bytes) => {
             // lambda_http treats a response without a content type as text and
             // would mangle binary bytes: name them.
             if !parts.headers.contains_key(header::CONTENT_TYPE)
@@ -87,10 +90,10 @@ pub async fn buffered(
             let body = to_lambda_body(bytes, &parts_content_type(&parts));
             http::Response::from_parts(parts, body)
         }
-        Err(error) => {
-            tracing::warn!(request_id = %request_id, %error, "the response body failed before it was complete");
+        Err(why) => {
+            tracing::warn!(request_id = %request_id, "{why}");
             let mut response = http::Response::new(LambdaBody::Text(format!(
-                "502 Bad Gateway: the function failed while writing its response\nrequest id: {request_id}\n"
+                "502 Bad Gateway: {why}\nrequest id: {request_id}\n"
             )));
             *response.status_mut() = http::StatusCode::BAD_GATEWAY;
             response.headers_mut().insert(
@@ -100,6 +103,28 @@ pub async fn buffered(
             response
         }
     }
+}
+
+/// The whole body, or why not: too large for a buffered response, or the
+/// function failed while writing it.
+async fn collect_limited(mut body: Body, max: usize) -> Result<Bytes, String> {
+    let mut collected = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| format!("the function failed while writing its response: {e}"))?;
+        if let Ok(data) = frame.into_data() {
+            if collected.len() + data.len() > max {
+                return Err(
+                    "the response is larger than a buffered Lambda response may be (6 MB); \
+                     use a Function URL with InvokeMode RESPONSE_STREAM and \
+                     WASMGATE_LAMBDA_INVOKE_MODE=response-stream"
+                        .to_string(),
+                );
+            }
+            collected.extend_from_slice(&data);
+        }
+    }
+    Ok(collected.freeze())
 }
 
 /// Serves one event and streams the response (response-stream mode).
@@ -140,12 +165,7 @@ fn to_lambda_body(bytes: Bytes, content_type: &str) -> LambdaBody {
 /// stage) and query, its headers and body bytes, plus the invocation's
 /// request id and deadline.
 pub fn to_gateway_request(request: lambda_http::Request) -> (http::Request<Body>, RequestInfo) {
-    let path = request.raw_http_path().to_string();
-    let path = if path.is_empty() {
-        "/".to_string()
-    } else {
-        path
-    };
+    let path = encode_path(request.raw_http_path());
     let context = request.lambda_context_ref().cloned();
     let (mut parts, body) = request.into_parts();
 
@@ -163,9 +183,11 @@ pub fn to_gateway_request(request: lambda_http::Request) -> (http::Request<Body>
         .headers
         .get("x-forwarded-proto")
         .is_none_or(|proto| proto.as_bytes().eq_ignore_ascii_case(b"https"));
+    // `encode_path` leaves only URI-safe bytes, so this parses; should it
+    // not, the request lands on the reserved prefix (a 404), never on `/`.
     parts.uri = path_and_query
         .parse()
-        .unwrap_or_else(|_| http::Uri::from_static("/"));
+        .unwrap_or_else(|_| http::Uri::from_static("/_wasmgate/unparseable-path"));
 
     let body = match body {
         LambdaBody::Empty => body::empty(),
@@ -182,6 +204,26 @@ pub fn to_gateway_request(request: lambda_http::Request) -> (http::Request<Body>
         deadline: context.as_ref().and_then(|c| deadline_instant(c.deadline)),
     };
     (http::Request::from_parts(parts, body), info)
+}
+
+/// The event's path as a URI path: bytes outside RFC 3986's path characters
+/// (a space, non-ASCII) are percent-encoded; existing escapes are kept.
+fn encode_path(raw: &str) -> String {
+    if raw.is_empty() {
+        return "/".to_string();
+    }
+    let mut out = String::with_capacity(raw.len());
+    if !raw.starts_with('/') {
+        out.push('/');
+    }
+    for byte in raw.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/%".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// The instant to stop the guest: the invocation deadline (epoch ms) less

@@ -63,17 +63,34 @@ impl ModuleCache {
         &self,
         key: &ModuleKey,
     ) -> Result<(Arc<LoadedModule>, CacheOutcome), Arc<ModuleLoadError>> {
-        let entry = self
-            .compiled
-            .entry(*key)
-            .or_try_insert_with(self.load(*key))
-            .await?;
-        let outcome = if entry.is_fresh() {
-            CacheOutcome::Miss
-        } else {
-            CacheOutcome::Hit
-        };
-        Ok((entry.into_value(), outcome))
+        if let Some(module) = self.compiled.get(key).await {
+            return Ok((module, CacheOutcome::Hit));
+        }
+        // The load runs in its own task: a request that gives up (its
+        // deadline passed, its client left) does not cancel it, so a slow
+        // compile still lands in the cache for the next request.
+        let cache = self.clone();
+        let key = *key;
+        tokio::spawn(async move {
+            let entry = cache
+                .compiled
+                .entry(key)
+                .or_try_insert_with(cache.load(key))
+                .await?;
+            let outcome = if entry.is_fresh() {
+                CacheOutcome::Miss
+            } else {
+                CacheOutcome::Hit
+            };
+            Ok((entry.into_value(), outcome))
+        })
+        .await
+        .map_err(|e| {
+            Arc::new(ModuleLoadError::Load {
+                key: key.to_string(),
+                error: LoadError::Compile(format!("the load task failed: {e}")),
+            })
+        })?
     }
 
     async fn load(&self, key: ModuleKey) -> Result<Arc<LoadedModule>, ModuleLoadError> {

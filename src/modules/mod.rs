@@ -38,6 +38,8 @@ pub enum StoreError {
     Corrupt { key: String, reason: String },
     #[error("module store unavailable: {0}")]
     Unavailable(String),
+    #[error("module store access denied: {0}")]
+    Denied(String),
 }
 
 /// Where module bytes live: a folder (embedded default) or a bucket.

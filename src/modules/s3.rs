@@ -38,6 +38,33 @@ impl S3ModuleStore {
     }
 }
 
+impl S3ModuleStore {
+    fn denied(&self, action: &str, object: &str) -> StoreError {
+        StoreError::Denied(format!(
+            "s3:{action} on s3://{}/{object} was refused (403): check the role's permissions on the bucket's application/wasm/ prefix",
+            self.bucket
+        ))
+    }
+}
+
+fn status_of<E, R>(error: &SdkError<E, R>) -> Option<u16>
+where
+    R: HttpStatus,
+{
+    error.raw_response().map(HttpStatus::status_code)
+}
+
+/// The status of a raw SDK response.
+trait HttpStatus {
+    fn status_code(&self) -> u16;
+}
+
+impl HttpStatus for aws_sdk_s3::config::http::HttpResponse {
+    fn status_code(&self) -> u16 {
+        self.status().as_u16()
+    }
+}
+
 fn unavailable<E, R>(what: &str, error: SdkError<E, R>) -> StoreError
 where
     E: std::error::Error + 'static,
@@ -50,17 +77,20 @@ where
 impl ModuleStore for S3ModuleStore {
     async fn get(&self, key: &ModuleKey) -> Result<Bytes, StoreError> {
         let object = key.to_string();
-        let output = match self
+        let result = self
             .client
             .get_object()
             .bucket(&self.bucket)
             .key(&object)
             .send()
-            .await
-        {
+            .await;
+        let output = match result {
             Ok(output) => output,
             Err(SdkError::ServiceError(e)) if matches!(e.err(), GetObjectError::NoSuchKey(_)) => {
                 return Err(StoreError::NotFound(object));
+            }
+            Err(error) if status_of(&error) == Some(403) => {
+                return Err(self.denied("GetObject", &object));
             }
             Err(error) => {
                 return Err(unavailable(
@@ -69,6 +99,17 @@ impl ModuleStore for S3ModuleStore {
                 ));
             }
         };
+        // Never read more than the key says the module holds.
+        let length = output.content_length().unwrap_or(-1);
+        if u64::try_from(length).ok() != Some(key.len()) {
+            return Err(StoreError::Corrupt {
+                key: object,
+                reason: format!(
+                    "the stored object is {length} bytes, its key says {}",
+                    key.len()
+                ),
+            });
+        }
         let data = output.body.collect().await.map_err(|e| {
             StoreError::Unavailable(format!("reading s3://{}/{object}: {e}", self.bucket))
         })?;
@@ -77,28 +118,29 @@ impl ModuleStore for S3ModuleStore {
 
     async fn put(&self, key: &ModuleKey, bytes: Bytes) -> Result<PutOutcome, StoreError> {
         let object = key.to_string();
-        match self
+        let head = self
             .client
             .head_object()
             .bucket(&self.bucket)
             .key(&object)
             .send()
-            .await
-        {
-            Ok(head) => {
-                let length = head.content_length().unwrap_or(-1);
-                if u64::try_from(length).ok() != Some(key.len()) {
-                    return Err(StoreError::Corrupt {
+            .await;
+        match head {
+            // Already there: it only counts as stored when its bytes are right.
+            Ok(_) => {
+                let existing = self.get(key).await?;
+                return match key.verify(&existing) {
+                    Ok(()) => Ok(PutOutcome::AlreadyStored),
+                    Err(e) => Err(StoreError::Corrupt {
                         key: object,
-                        reason: format!(
-                            "the stored object is {length} bytes, its key says {}",
-                            key.len()
-                        ),
-                    });
-                }
-                return Ok(PutOutcome::AlreadyStored);
+                        reason: e.to_string(),
+                    }),
+                };
             }
             Err(SdkError::ServiceError(e)) if matches!(e.err(), HeadObjectError::NotFound(_)) => {}
+            // Without s3:ListBucket S3 answers 403 for a missing key; the
+            // conditional put below still never overwrites anything.
+            Err(error) if status_of(&error) == Some(403) => {}
             Err(error) => {
                 return Err(unavailable(
                     &format!("checking s3://{}/{object}", self.bucket),
@@ -121,13 +163,8 @@ impl ModuleStore for S3ModuleStore {
         match result {
             Ok(_) => Ok(PutOutcome::Uploaded),
             // Another deploy of the same bytes stored it first.
-            Err(error)
-                if error
-                    .raw_response()
-                    .is_some_and(|r| r.status().as_u16() == 412) =>
-            {
-                Ok(PutOutcome::AlreadyStored)
-            }
+            Err(error) if status_of(&error) == Some(412) => Ok(PutOutcome::AlreadyStored),
+            Err(error) if status_of(&error) == Some(403) => Err(self.denied("PutObject", &object)),
             Err(error) => Err(unavailable(
                 &format!("uploading s3://{}/{object}", self.bucket),
                 error,

@@ -144,7 +144,8 @@ impl RouteTable for DynamoRouteTable {
                 .collect();
             let mut request = KeysAndAttributes::builder()
                 .set_keys(Some(keys))
-                .consistent_read(false)
+                // A flip (by the CLI or by hand) must be seen within the TTL.
+                .consistent_read(true)
                 .build()
                 .expect("BUG: keys are set");
             for attempt in 0..=UNPROCESSED_RETRIES {
@@ -157,7 +158,14 @@ impl RouteTable for DynamoRouteTable {
                     .map_err(|e| self.unavailable("batch-get-item", e))?;
                 if let Some(items) = output.responses.and_then(|mut r| r.remove(&self.table)) {
                     for item in &items {
-                        found.push(live_from_item(item)?);
+                        // One bad item (a hand edit gone wrong) must not take
+                        // down every route below it: skip it, loudly.
+                        match live_from_item(item) {
+                            Ok(pointer) => found.push(pointer),
+                            Err(error) => {
+                                tracing::error!(table = %self.table, %error, "skipping a malformed live item")
+                            }
+                        }
                     }
                 }
                 match output

@@ -87,10 +87,13 @@ impl WasiHttpHooks for DenyOutbound {
     }
 }
 
-/// Caps each linear memory at `limit` bytes and remembers whether a guest
-/// ran into the cap, so a resulting trap can be reported as what it is.
+/// Caps the instance's linear memories, together, at `limit` bytes (and its
+/// tables likewise) and remembers whether the guest ran into the cap, so a
+/// resulting trap can be reported as what it is.
 pub(crate) struct MemoryLimiter {
     limit: usize,
+    memory_total: usize,
+    table_total: usize,
     hit: Arc<AtomicBool>,
 }
 
@@ -98,6 +101,8 @@ impl MemoryLimiter {
     fn new(limit: usize) -> Self {
         MemoryLimiter {
             limit,
+            memory_total: 0,
+            table_total: 0,
             hit: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -111,26 +116,39 @@ impl MemoryLimiter {
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.limit || maximum.is_some_and(|max| desired > max) {
+        let total = self
+            .memory_total
+            .saturating_sub(current)
+            .saturating_add(desired);
+        if total > self.limit || maximum.is_some_and(|max| desired > max) {
             self.hit.store(true, Ordering::Relaxed);
             return Ok(false);
         }
+        self.memory_total = total;
         Ok(true)
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         // Tables hold one pointer per element: cap them by the same budget.
-        let bytes = desired.saturating_mul(std::mem::size_of::<usize>());
-        Ok(bytes <= self.limit && maximum.is_none_or(|max| desired <= max))
+        let total = self
+            .table_total
+            .saturating_sub(current)
+            .saturating_add(desired);
+        let bytes = total.saturating_mul(std::mem::size_of::<usize>());
+        if bytes > self.limit || maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
+        }
+        self.table_total = total;
+        Ok(true)
     }
 }
 

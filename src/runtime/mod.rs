@@ -60,6 +60,8 @@ pub struct Invocation {
     pub request_id: String,
     /// The instant the guest is interrupted (504).
     pub deadline: Instant,
+    /// How long the guest was given (for the 504 message).
+    pub budget: Duration,
     /// Whether the client reached us over HTTPS (as the front knows it).
     pub https: bool,
 }
@@ -94,6 +96,8 @@ pub enum GuestError {
     ErrorCode(String),
     #[error("all {0} instance slots stayed busy until the deadline")]
     Busy(u32),
+    #[error("the request cannot be handed to the function: {0}")]
+    BadRequest(String),
 }
 
 impl WasmEngine {

@@ -3,7 +3,13 @@
 //! instance per request, with its response body streamed back as the guest
 //! writes it.
 
+use std::future::Future as _;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame};
 
 use http_body_util::BodyExt;
 use wasmtime::Trap;
@@ -50,7 +56,7 @@ impl HttpComponent {
         let mut store = engine.new_store(&invocation.request_id, invocation.deadline);
         let memory_hit = store.data().limiter.hit_flag();
         let memory_limit = engine.limits().memory_limit_bytes;
-        let timeout = engine.limits().timeout;
+        let budget = invocation.budget;
 
         let scheme = if invocation.https {
             Scheme::Https
@@ -65,7 +71,7 @@ impl HttpComponent {
             let mut view = store.data_mut().http();
             let req = view
                 .new_incoming_request(scheme, request)
-                .map_err(|e| GuestError::ErrorCode(format!("bad request: {e:#}")))?;
+                .map_err(|e| GuestError::BadRequest(format!("{e:#}")))?;
             let out = view
                 .new_response_outparam(sender)
                 .map_err(|e| GuestError::ErrorCode(format!("{e:#}")))?;
@@ -91,15 +97,23 @@ impl HttpComponent {
                     error,
                     memory_hit.load(Ordering::Relaxed),
                     memory_limit,
-                    timeout,
+                    budget,
                 )),
-                Err(_elapsed) => Err(GuestError::Timeout(timeout)),
+                Err(_elapsed) => Err(GuestError::Timeout(budget)),
             }
         });
 
         match receiver.await {
             Ok(Ok(response)) => {
-                Ok(response.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()))
+                let request_id = invocation.request_id.clone();
+                Ok(response.map(|body| {
+                    GuestBody {
+                        inner: body.map_err(|e| Box::new(e) as BoxError).boxed_unsync(),
+                        task: Some(task),
+                        request_id,
+                    }
+                    .boxed_unsync()
+                }))
             }
             Ok(Err(code)) => Err(GuestError::ErrorCode(format!("{code:?}"))),
             // The guest dropped the outparam: the task says why.
@@ -112,15 +126,72 @@ impl HttpComponent {
     }
 }
 
+/// The guest's response body. It ends only once the guest has returned,
+/// and fails (so the connection is aborted, not ended cleanly) when the guest
+/// trapped or ran out of time after sending the head: a cut-off body must
+/// never look complete.
+struct GuestBody {
+    inner: Body,
+    task: Option<tokio::task::JoinHandle<Result<(), GuestError>>>,
+    request_id: String,
+}
+
+impl HttpBody for GuestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(None) => {}
+            other => return other,
+        }
+        let Some(task) = self.task.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let outcome = match Pin::new(task).poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(outcome) => outcome,
+        };
+        self.task = None;
+        let error = match outcome {
+            Ok(Ok(())) => return Poll::Ready(None),
+            Ok(Err(error)) => error,
+            Err(join) => GuestError::Trap(format!("the guest task failed: {join}")),
+        };
+        tracing::warn!(
+            request_id = %self.request_id,
+            %error,
+            "the function failed after sending its response head; aborting the response"
+        );
+        Poll::Ready(Some(Err(Box::new(error))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.task.is_none() && self.inner.is_end_stream()
+    }
+}
+
+impl Drop for GuestBody {
+    fn drop(&mut self) {
+        // The client went away: stop the guest rather than let it run on.
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
 /// Sorts a wasmtime error into timeout, memory, or trap.
 fn classify(
     error: wasmtime::Error,
     memory_hit: bool,
     memory_limit: usize,
-    timeout: std::time::Duration,
+    budget: std::time::Duration,
 ) -> GuestError {
     match error.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => GuestError::Timeout(timeout),
+        Some(Trap::Interrupt) => GuestError::Timeout(budget),
         _ if memory_hit => GuestError::MemoryLimit(memory_limit),
         _ => GuestError::Trap(format!("{error:#}")),
     }

@@ -39,7 +39,8 @@ pub fn settings(data_dir: &Path) -> Settings {
         data_dir: data_dir.to_path_buf(),
         route_ttl_ms: 2_000,
         memory_limit_mb: 64,
-        timeout_ms: 2_000,
+        // Generous: a cold compile counts against it, and CI machines are busy.
+        timeout_ms: 20_000,
         max_concurrency: 64,
         module_cache_size: 16,
         pooling: PoolingMode::Auto,
@@ -182,6 +183,32 @@ pub async fn send(
         headers,
         body,
     }
+}
+
+/// Sends one request and reads the whole response, reporting a connection
+/// aborted before the response was complete instead of panicking.
+pub async fn send_for_result(addr: SocketAddr, path: &str) -> Result<(u16, Bytes), String> {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let request = http::Request::builder()
+        .uri(path)
+        .header("host", addr.to_string())
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((status, body.to_bytes()))
 }
 
 /// Polls `f` until it returns true or `within` passes; returns how long it took.

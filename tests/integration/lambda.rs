@@ -83,7 +83,7 @@ async fn a_base64_body_arrives_as_bytes() {
 /// hands out queued events and records what the runtime answers.
 #[derive(Default)]
 struct RuntimeApi {
-    queue: Mutex<VecDeque<(String, Value)>>,
+    queue: Mutex<VecDeque<(String, Value, u128)>>,
     responses: Mutex<HashMap<String, (http::HeaderMap, Bytes)>>,
     errors: Mutex<Vec<(String, Bytes)>>,
 }
@@ -115,10 +115,15 @@ impl RuntimeApi {
     }
 
     fn push(&self, id: &str, event: Value) {
+        self.push_with_deadline(id, event, 30_000);
+    }
+
+    /// Queues an event whose invocation ends `deadline_ms` after it is handed out.
+    fn push_with_deadline(&self, id: &str, event: Value, deadline_ms: u128) {
         self.queue
             .lock()
             .unwrap()
-            .push_back((id.to_string(), event));
+            .push_back((id.to_string(), event, deadline_ms));
     }
 
     async fn handle(
@@ -130,12 +135,12 @@ impl RuntimeApi {
             // Long poll: wait for an event.
             loop {
                 let next = self.queue.lock().unwrap().pop_front();
-                if let Some((id, event)) = next {
+                if let Some((id, event, deadline_ms)) = next {
                     let deadline = std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
                         .unwrap()
                         .as_millis()
-                        + 30_000;
+                        + deadline_ms;
                     return hyper::Response::builder()
                         .header("lambda-runtime-aws-request-id", id)
                         .header("lambda-runtime-deadline-ms", deadline.to_string())
@@ -259,7 +264,7 @@ async fn the_binary_runs_as_a_lambda_bootstrap_for_every_event_kind() {
     );
 
     let (api, addr) = RuntimeApi::start().await;
-    let _runtime = bootstrap(&data, addr, &[("WASMGATE_TIMEOUT_MS", "1000")]);
+    let _runtime = bootstrap(&data, addr, &[("WASMGATE_TIMEOUT_MS", "4000")]);
 
     let mut v1 = fixture("apigw_v1_proxy_request");
     v1["path"] = json!("/probe/echo");
@@ -382,4 +387,37 @@ async fn response_stream_mode_streams_the_prelude_then_the_body() {
             .chunks(16)
             .all(|c| c == &b"0123456789abcdef"[..c.len()])
     );
+}
+
+#[tokio::test]
+async fn a_path_with_a_space_is_percent_encoded_not_rerouted() {
+    let mut event = fixture("apigw_v1_proxy_request");
+    event["path"] = json!("/probe/a b/caf\u{e9}");
+    let (request, _) = converted(&event).await;
+    assert_eq!(request.uri().path(), "/probe/a%20b/caf%C3%A9");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guest_deadline_stays_inside_the_invocation_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let probe = write_file(dir.path(), "probe.wasm", PROBE);
+    cli_ok(
+        &data,
+        &["deploy", probe.to_str().unwrap(), "--route", "/probe"],
+    );
+    let (api, addr) = RuntimeApi::start().await;
+    // WASMGATE_TIMEOUT_MS is the default 30 s, but this invocation has 1.5 s.
+    let _runtime = bootstrap(&data, addr, &[]);
+    let started = std::time::Instant::now();
+    api.push_with_deadline("short", v2_event("GET", "/probe/loop", "", None), 1_500);
+    let (_, body) = api.response("short").await;
+    let took = started.elapsed();
+    let response: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(response["statusCode"], 504, "{response}");
+    assert!(
+        took < Duration::from_millis(1_500),
+        "answered before the invocation ended: {took:?}"
+    );
+    assert!(api.errors.lock().unwrap().is_empty());
 }

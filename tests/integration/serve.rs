@@ -184,3 +184,30 @@ async fn many_concurrent_requests_each_get_their_own_instance() {
         assert!(reply.text().contains(&format!("path: /probe/echo?n={i}\n")));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_gets_a_fresh_instance() {
+    let server = TestServer::start().await;
+    server.deploy("/probe", PROBE).await;
+    for _ in 0..3 {
+        // The guest counts requests in a global: a reused instance would say 2, 3...
+        assert_eq!(server.get("/probe/count").await.text(), "handled 1\n");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guest_reaches_no_network() {
+    let server = TestServer::start().await;
+    server.deploy("/probe", PROBE).await;
+    // A real listener the guest would reach if sockets or outbound HTTP were open.
+    let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = target.local_addr().unwrap().port();
+    let reply = server.get(&format!("/probe/net?port={port}")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let text = reply.text();
+    assert!(text.contains("tcp: denied"), "{text}");
+    assert!(
+        text.contains("http: denied (ErrorCode::HttpRequestDenied)"),
+        "{text}"
+    );
+}

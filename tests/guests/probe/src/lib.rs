@@ -6,12 +6,17 @@
 //! Rebuild with `make fixtures` (needs `rustup target add wasm32-wasip2`).
 
 use std::io::{Read as _, Write as _};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use wasip2::http::types::{
     Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
 };
 
 wasip2::http::proxy::export!(Probe);
+
+/// Requests this instance has handled: always 1 when each request gets a
+/// fresh instance.
+static HANDLED: AtomicU32 = AtomicU32::new(0);
 
 struct Probe;
 
@@ -23,7 +28,29 @@ impl wasip2::exports::http::incoming_handler::Guest for Probe {
             None => (path_with_query.clone(), String::new()),
         };
         let action = path.rsplit('/').next().unwrap_or_default().to_string();
+        let handled = HANDLED.fetch_add(1, Ordering::SeqCst) + 1;
         match action.as_str() {
+            "count" => send(response_out, 200, &format!("handled {handled}\n")),
+            "big-then-trap" => {
+                // Send the head and part of the body, then fail.
+                let response = OutgoingResponse::new(Fields::new());
+                let body = response.body().expect("body");
+                ResponseOutparam::set(response_out, Ok(response));
+                let mut out = body.write().expect("writable");
+                out.write_all(&[b'x'; 64 * 1024]).expect("write");
+                out.flush().expect("flush");
+                core::arch::wasm32::unreachable()
+            }
+            "net" => {
+                let mut text = String::new();
+                let port = query_param(&query, "port").unwrap_or("80");
+                match std::net::TcpStream::connect(format!("127.0.0.1:{port}")) {
+                    Ok(_) => text.push_str("tcp: allowed\n"),
+                    Err(_) => text.push_str("tcp: denied\n"),
+                }
+                text.push_str(&format!("http: {}\n", outbound_http(port)));
+                send(response_out, 200, &text);
+            }
             "trap" => core::arch::wasm32::unreachable(),
             "panic" => panic!("the probe was asked to panic"),
             "loop" => {
@@ -75,6 +102,27 @@ impl wasip2::exports::http::incoming_handler::Guest for Probe {
                 send(response_out, code, &format!("status {code}\n"));
             }
             _ => echo(request, &path_with_query, response_out),
+        }
+    }
+}
+
+/// Tries an outbound wasi:http request to 127.0.0.1:`port`.
+fn outbound_http(port: &str) -> String {
+    use wasip2::http::outgoing_handler;
+    use wasip2::http::types::{OutgoingRequest, Scheme};
+    let request = OutgoingRequest::new(Fields::new());
+    let _ = request.set_scheme(Some(&Scheme::Http));
+    let _ = request.set_authority(Some(&format!("127.0.0.1:{port}")));
+    let _ = request.set_path_with_query(Some("/"));
+    match outgoing_handler::handle(request, None) {
+        Err(code) => format!("denied ({code:?})"),
+        Ok(future) => {
+            future.subscribe().block();
+            match future.get() {
+                Some(Ok(Ok(_))) => "allowed".to_string(),
+                Some(Ok(Err(code))) => format!("denied ({code:?})"),
+                other => format!("failed ({other:?})"),
+            }
         }
     }
 }
