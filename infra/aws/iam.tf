@@ -1,0 +1,128 @@
+# The server reads modules and live pointers and writes its own logs; the
+# deployers (wasmgate deploy / rollback / history / routes) get a separate
+# managed policy, and optionally a role to assume.
+
+data "aws_iam_policy_document" "lambda_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+
+    principals {
+      type        = "Service"
+      identifiers = ["lambda.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "function" {
+  name_prefix        = "${var.name}-fn-"
+  description        = "wasmgate server on Lambda: read modules and live route pointers, write its own logs."
+  assume_role_policy = data.aws_iam_policy_document.lambda_assume.json
+}
+
+# The server's read access, as a managed policy so that a wasmgate server
+# outside Lambda (the IAM user whose keys a Cloud Run service uses) can have
+# exactly the same.
+data "aws_iam_policy_document" "server" {
+  statement {
+    sid       = "ReadModules"
+    actions   = ["s3:GetObject"]
+    resources = ["${aws_s3_bucket.modules.arn}/application/wasm/*"]
+  }
+
+  statement {
+    sid       = "ReadLivePointers"
+    actions   = ["dynamodb:BatchGetItem"]
+    resources = [aws_dynamodb_table.routes.arn]
+  }
+}
+
+resource "aws_iam_policy" "server" {
+  name_prefix = "${var.name}-server-"
+  description = "wasmgate servers: read modules under application/wasm/ and look up live route pointers."
+  policy      = data.aws_iam_policy_document.server.json
+}
+
+resource "aws_iam_role_policy_attachment" "function_server" {
+  role       = aws_iam_role.function.name
+  policy_arn = aws_iam_policy.server.arn
+}
+
+data "aws_iam_policy_document" "function_logs" {
+  statement {
+    sid       = "WriteOwnLogs"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["${aws_cloudwatch_log_group.function.arn}:*"]
+  }
+}
+
+resource "aws_iam_role_policy" "function_logs" {
+  name   = "wasmgate-logs"
+  role   = aws_iam_role.function.id
+  policy = data.aws_iam_policy_document.function_logs.json
+}
+
+data "aws_iam_policy_document" "deployer" {
+  statement {
+    sid       = "ReadWriteModules"
+    actions   = ["s3:GetObject", "s3:PutObject"]
+    resources = ["${aws_s3_bucket.modules.arn}/application/wasm/*"]
+  }
+
+  # With s3:ListBucket, S3 answers a HeadObject of a key not yet stored with
+  # 404 instead of 403, so a deploy (which checks before it uploads) can tell
+  # "not stored yet" from "access denied".
+  statement {
+    sid       = "ListModulesSoMissingKeysAre404"
+    actions   = ["s3:ListBucket"]
+    resources = [aws_s3_bucket.modules.arn]
+  }
+
+  # A TransactWriteItems call is authorized per item (PutItem here): IAM has
+  # no dynamodb:TransactWriteItems action.
+  statement {
+    sid = "ReadWriteRoutes"
+    actions = [
+      "dynamodb:BatchGetItem",
+      "dynamodb:GetItem",
+      "dynamodb:PutItem",
+      "dynamodb:Query",
+      "dynamodb:Scan",
+    ]
+    resources = [aws_dynamodb_table.routes.arn]
+  }
+}
+
+resource "aws_iam_policy" "deployer" {
+  name_prefix = "${var.name}-deployer-"
+  description = "wasmgate deployers: upload modules under application/wasm/ and flip route pointers."
+  policy      = data.aws_iam_policy_document.deployer.json
+}
+
+data "aws_iam_policy_document" "deploy_assume" {
+  count = length(var.deployer_principal_arns) > 0 ? 1 : 0
+
+  statement {
+    actions = ["sts:AssumeRole"]
+
+    principals {
+      type        = "AWS"
+      identifiers = var.deployer_principal_arns
+    }
+  }
+}
+
+resource "aws_iam_role" "deploy" {
+  count = length(var.deployer_principal_arns) > 0 ? 1 : 0
+
+  name_prefix          = "${var.name}-deploy-"
+  description          = "Assumed by whoever runs wasmgate deploy / rollback against this stack."
+  assume_role_policy   = data.aws_iam_policy_document.deploy_assume[0].json
+  max_session_duration = 3600
+}
+
+resource "aws_iam_role_policy_attachment" "deploy" {
+  count = length(var.deployer_principal_arns) > 0 ? 1 : 0
+
+  role       = aws_iam_role.deploy[0].name
+  policy_arn = aws_iam_policy.deployer.arn
+}
