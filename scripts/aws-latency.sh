@@ -22,7 +22,7 @@ moto=$!
 for _ in $(seq 1 100); do grep -q "Running on" "$work/moto.log" && break; sleep 0.1; done
 endpoint=$(grep -o 'http://127.0.0.1:[0-9]*' "$work/moto.log" | head -1)
 
-export AWS_ENDPOINT_URL=$endpoint AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
+export AWS_ENDPOINT_URL=$endpoint AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
 export WASMGATE_BACKEND=aws WASMGATE_BUCKET=latency-modules WASMGATE_TABLE=latency-routes WASMGATE_LOG=warn
 "$venv/bin/python" - <<'PY'
 import boto3
