@@ -140,7 +140,7 @@ fn a_bad_setting_is_named_at_start() {
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(
-        err.contains("soon") && err.contains("route-ttl-ms"),
+        err.contains("'soon'") && err.contains("WASMGATE_ROUTE_TTL_MS"),
         "{err}"
     );
 

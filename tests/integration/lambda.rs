@@ -193,6 +193,18 @@ impl RuntimeApi {
     }
 }
 
+/// A data dir with the probe deployed at /probe (embedded default).
+fn probe_deployed() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let probe = write_file(dir.path(), "probe.wasm", PROBE);
+    cli_ok(
+        &data,
+        &["deploy", probe.to_str().unwrap(), "--route", "/probe"],
+    );
+    (dir, data)
+}
+
 /// `wasmgate` with no command, as Lambda's provided.al2023 starts `bootstrap`.
 fn bootstrap(
     data: &std::path::Path,
@@ -255,13 +267,7 @@ fn decoded_body(response: &Value) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_runs_as_a_lambda_bootstrap_for_every_event_kind() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let probe = write_file(dir.path(), "probe.wasm", PROBE);
-    cli_ok(
-        &data,
-        &["deploy", probe.to_str().unwrap(), "--route", "/probe"],
-    );
+    let (_dir, data) = probe_deployed();
 
     let (api, addr) = RuntimeApi::start().await;
     let _runtime = bootstrap(&data, addr, &[("WASMGATE_TIMEOUT_MS", "4000")]);
@@ -348,13 +354,7 @@ async fn the_binary_runs_as_a_lambda_bootstrap_for_every_event_kind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn response_stream_mode_streams_the_prelude_then_the_body() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let probe = write_file(dir.path(), "probe.wasm", PROBE);
-    cli_ok(
-        &data,
-        &["deploy", probe.to_str().unwrap(), "--route", "/probe"],
-    );
+    let (_dir, data) = probe_deployed();
     let (api, addr) = RuntimeApi::start().await;
     let _runtime = bootstrap(
         &data,
@@ -399,13 +399,7 @@ async fn a_path_with_a_space_is_percent_encoded_not_rerouted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_guest_deadline_stays_inside_the_invocation_deadline() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let probe = write_file(dir.path(), "probe.wasm", PROBE);
-    cli_ok(
-        &data,
-        &["deploy", probe.to_str().unwrap(), "--route", "/probe"],
-    );
+    let (_dir, data) = probe_deployed();
     let (api, addr) = RuntimeApi::start().await;
     // WASMGATE_TIMEOUT_MS is the default 30 s, but this invocation has 1.5 s.
     let _runtime = bootstrap(&data, addr, &[]);
