@@ -300,10 +300,35 @@ async fn flips_from_the_same_read_on_dynamodb_one_wins_the_others_conflict() {
     );
 }
 
+/// Counts the DynamoDB operations a client sends.
+#[derive(Debug, Clone, Default)]
+struct CountOperations(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl aws_sdk_dynamodb::config::Intercept for CountOperations {
+    fn name(&self) -> &'static str {
+        "CountOperations"
+    }
+
+    fn read_before_execution(
+        &self,
+        _context: &aws_sdk_dynamodb::config::interceptors::BeforeSerializationInterceptorContextRef<
+            '_,
+        >,
+        _cfg: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_batch_lookup_finds_the_most_specific_route() {
     let aws = Aws::start().await;
-    let table = DynamoRouteTable::new(aws.moto.dynamodb().await, TABLE);
+    let counter = CountOperations::default();
+    let config = aws_sdk_dynamodb::config::Builder::from(&aws.moto.sdk_config().await)
+        .interceptor(counter.clone())
+        .build();
+    let table = DynamoRouteTable::new(aws_sdk_dynamodb::Client::from_conf(config), TABLE);
     for (i, name) in ["/a", "/a/b", "h.example/a", "/z"].iter().enumerate() {
         let route = RouteName::parse(name).unwrap();
         let version = NewVersion {
@@ -323,7 +348,10 @@ async fn one_batch_lookup_finds_the_most_specific_route() {
     let deep = format!("/a/b{}", "/x".repeat(40));
     let cands = candidates(Some("h.example"), &deep);
     assert_eq!(cands.len(), 66);
+    let before = counter.0.load(std::sync::atomic::Ordering::SeqCst);
     let found = table.lookup(&cands).await.unwrap();
+    let operations = counter.0.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert_eq!(operations, 1, "66 candidates, one BatchGetItem");
     let mut names: Vec<String> = found.iter().map(|p| p.route.to_string()).collect();
     names.sort();
     assert_eq!(names, ["/a", "/a/b", "h.example/a"]);
