@@ -47,22 +47,9 @@ impl S3ModuleStore {
     }
 }
 
-fn status_of<E, R>(error: &SdkError<E, R>) -> Option<u16>
-where
-    R: HttpStatus,
-{
-    error.raw_response().map(HttpStatus::status_code)
-}
-
-/// The status of a raw SDK response.
-trait HttpStatus {
-    fn status_code(&self) -> u16;
-}
-
-impl HttpStatus for aws_sdk_s3::config::http::HttpResponse {
-    fn status_code(&self) -> u16 {
-        self.status().as_u16()
-    }
+/// The HTTP status of a failed call, when a response came back.
+fn status_of<E>(error: &SdkError<E>) -> Option<u16> {
+    error.raw_response().map(|r| r.status().as_u16())
 }
 
 fn unavailable<E, R>(what: &str, error: SdkError<E, R>) -> StoreError
