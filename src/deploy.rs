@@ -228,27 +228,26 @@ impl Deployer {
                 ))
             })
     }
+}
 
-    /// Versions, live pointer and pointer history of `route`.
-    pub async fn history(&self, route: &RouteName) -> Result<RouteHistory, DeployError> {
-        let live = live_of(self.table.as_ref(), route).await?;
-        let versions = self.table.versions(route).await?;
-        let changes = self.table.history(route).await?;
-        if live.is_none() && versions.is_empty() {
-            return Err(DeployError::UnknownRoute(route.to_string()));
-        }
-        Ok(RouteHistory {
-            route: route.to_string(),
-            live,
-            versions,
-            changes,
-        })
+/// Versions, live pointer and pointer history of `route`: a read, so it
+/// needs no engine. Fails when the route has never been deployed.
+pub async fn route_history(
+    table: &dyn RouteTable,
+    route: &RouteName,
+) -> Result<RouteHistory, DeployError> {
+    let live = live_of(table, route).await?;
+    let versions = table.versions(route).await?;
+    let changes = table.history(route).await?;
+    if live.is_none() && versions.is_empty() {
+        return Err(DeployError::UnknownRoute(route.to_string()));
     }
-
-    /// Every route and its live pointer.
-    pub async fn routes(&self) -> Result<Vec<LivePointer>, DeployError> {
-        Ok(self.table.list().await?)
-    }
+    Ok(RouteHistory {
+        route: route.to_string(),
+        live,
+        versions,
+        changes,
+    })
 }
 
 /// "versions: 1-6" or "versions: 1, 3, 4" or "it has no versions".

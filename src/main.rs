@@ -173,14 +173,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::History { route } => {
-            let engine = cli_engine()?;
-            let history = backends.deployer(engine).history(&route).await?;
+            let history = wasmgate::deploy::route_history(backends.table.as_ref(), &route).await?;
             print_history(&history);
             Ok(())
         }
         Command::Routes => {
-            let engine = cli_engine()?;
-            let routes = backends.deployer(engine).routes().await?;
+            let routes = backends.table.list().await?;
             if routes.is_empty() {
                 println!("no routes yet: deploy one with `wasmgate deploy FILE --route /path`");
             }
