@@ -2,6 +2,15 @@
 
 CARGO ?= cargo
 GUEST_TARGET := wasm32-wasip2
+WAGI_TARGET := wasm32-wasip1
+# C guests: Debian's clang finds wasi-libc (apt: clang lld wasi-libc
+# libclang-rt-14-dev-wasm32) without a sysroot; with wasi-sdk, set
+# WASI_SYSROOT=/opt/wasi-sdk/share/wasi-sysroot.
+WASI_CC ?= clang
+WASI_CXX ?= clang++
+WASI_SYSROOT ?=
+WASI_CFLAGS := --target=wasm32-wasi -O2 -s $(if $(WASI_SYSROOT),--sysroot=$(WASI_SYSROOT))
+NPM ?= npm
 
 .PHONY: all build demo test lint check-features iac-check lambda-zip ci examples fixtures clean-demo help
 
@@ -13,8 +22,8 @@ help:
 	@echo "make lint      cargo fmt --check and clippy -D warnings"
 	@echo "make iac-check cfn-lint, sam validate --lint, checkov, terraform fmt on template.yaml, infra/, Dockerfile"
 	@echo "make lambda-zip  the arm64 Lambda bootstrap zip (target/lambda/wasmgate/bootstrap.zip)"
-	@echo "make examples  rebuild examples/*.wasm (needs: rustup target add $(GUEST_TARGET))"
-	@echo "make fixtures  rebuild tests/fixtures/*.wasm (same target)"
+	@echo "make examples  rebuild examples/*.wasm (needs: rustup target add $(GUEST_TARGET), clang + wasi-libc, npm)"
+	@echo "make fixtures  rebuild tests/fixtures/*.wasm (needs: rustup target add $(GUEST_TARGET) $(WAGI_TARGET))"
 
 build:
 	$(CARGO) build --release
@@ -65,18 +74,25 @@ lambda-zip: $(LAMBDA_VENV)/bin/cargo-lambda
 
 ci: lint check-features iac-check test
 
-# Guest sources are separate cargo projects built for wasm32-wasip2; the
-# built .wasm files are committed so the host build and CI never need the
-# target installed.
+# Guest sources are separate projects: cargo projects built for
+# wasm32-wasip2 (components) or wasm32-wasip1 (WAGI modules), C built with
+# clang + wasi-libc, JS with componentize-js from npm. The built .wasm files
+# are committed so the host build and CI never need these toolchains.
 examples:
 	cd examples/hello-rust && $(CARGO) build --release --target $(GUEST_TARGET)
 	cp examples/hello-rust/target/$(GUEST_TARGET)/release/hello_rust.wasm examples/hello-rust/hello.wasm
+	$(WASI_CC) $(WASI_CFLAGS) -o examples/wagi-c/hello.wasm examples/wagi-c/hello.c
+	$(WASI_CXX) --target=wasm32 -nostdlib -O2 -Wl,--no-entry -Wl,--export=_Z7Q_rsqrtf -o examples/isqrt/isqrt.wasm examples/isqrt/isqrt.cc
+	$(WASI_CC) $(WASI_CFLAGS) -o examples/isqrt/main.wasm examples/isqrt/main.c
+	cd examples/hello-js && $(NPM) install --no-audit --no-fund && $(NPM) run build
 
 fixtures:
 	cd tests/guests/probe && $(CARGO) build --release --target $(GUEST_TARGET)
 	cp tests/guests/probe/target/$(GUEST_TARGET)/release/probe.wasm tests/fixtures/probe.wasm
 	cd tests/guests/cli-command && $(CARGO) build --release --target $(GUEST_TARGET)
 	cp tests/guests/cli-command/target/$(GUEST_TARGET)/release/cli-command.wasm tests/fixtures/cli-command.wasm
+	cd tests/guests/wagi-probe && $(CARGO) build --release --target $(WAGI_TARGET)
+	cp tests/guests/wagi-probe/target/$(WAGI_TARGET)/release/wagi-probe.wasm tests/fixtures/wagi-probe.wasm
 
 clean-demo:
 	rm -rf .wasmgate
