@@ -16,7 +16,7 @@ resource "aws_lambda_function" "wasmgate" {
   #checkov:skip=CKV_AWS_50: No X-Ray yet: wasmgate emits no trace segments, so active tracing would only record the invocation envelope.
   #checkov:skip=CKV_AWS_115: Reserved concurrency is a capacity decision for the operator (it also caps the account's pool); set reserved_concurrent_executions when you know your traffic.
   #checkov:skip=CKV_AWS_116: Invoked synchronously by the HTTP API and the Function URL only; a dead-letter queue applies to asynchronous invocations, and every failure is already an HTTP response.
-  #checkov:skip=CKV_AWS_117: Reaches only S3 and DynamoDB through their public endpoints over TLS; no VPC resources to reach, and a VPC would need NAT or endpoints for nothing.
+  #checkov:skip=CKV_AWS_117: Reaches only S3 and DynamoDB (and Secrets Manager / SSM for secret_ref bindings) through their public endpoints over TLS; no VPC resources to reach, and a VPC would need NAT or endpoints for nothing.
   #checkov:skip=CKV_AWS_173: The environment holds no secrets (bucket and table names, limits); Lambda encrypts it at rest with its AWS managed key.
   #checkov:skip=CKV_AWS_272: Code signing needs an AWS Signer profile and a signed artefact in S3; the zip is uploaded straight from `make lambda-zip`.
   function_name    = var.name

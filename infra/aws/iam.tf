@@ -1,5 +1,5 @@
-# The server reads modules and live pointers and writes its own logs; the
-# deployers (wasmgate deploy / rollback / history / routes) get a separate
+# The server reads modules, live pointers and the secrets bound to versions,
+# and writes its own logs; the deployers (wasmgate deploy / rollback / history / routes) get a separate
 # managed policy, and optionally a role to assume.
 
 data "aws_iam_policy_document" "lambda_assume" {
@@ -15,7 +15,7 @@ data "aws_iam_policy_document" "lambda_assume" {
 
 resource "aws_iam_role" "function" {
   name_prefix        = "${var.name}-fn-"
-  description        = "wasmgate server on Lambda: read modules and live route pointers, write its own logs."
+  description        = "wasmgate server on Lambda: read modules, route pointers and bound secrets, write its own logs."
   assume_role_policy = data.aws_iam_policy_document.lambda_assume.json
 }
 
@@ -29,12 +29,52 @@ data "aws_iam_policy_document" "server" {
     resources = ["${aws_s3_bucket.modules.arn}/application/wasm/*"]
   }
 
+  # GetItem reads a version's stored secret values (secret#v00000042); Query
+  # reads a route's versions when the live pointer was set by hand.
   statement {
-    sid       = "ReadLivePointers"
-    actions   = ["dynamodb:BatchGetItem"]
+    sid = "ReadLivePointers"
+    actions = [
+      "dynamodb:BatchGetItem",
+      "dynamodb:GetItem",
+      "dynamodb:Query",
+    ]
     resources = [aws_dynamodb_table.routes.arn]
   }
+
+  # secret_ref bindings: only the secrets and parameters in var.secret_arns.
+  dynamic "statement" {
+    for_each = length(var.secret_arns) > 0 ? [var.secret_arns] : []
+
+    content {
+      sid       = "ReadBoundSecrets"
+      actions   = ["secretsmanager:GetSecretValue", "ssm:GetParameter"]
+      resources = statement.value
+    }
+  }
+
+  # SecureString parameters and secrets under a customer managed key; usable
+  # only through those two services.
+  dynamic "statement" {
+    for_each = var.secrets_kms_key_arn != "" ? [var.secrets_kms_key_arn] : []
+
+    content {
+      sid       = "DecryptBoundSecrets"
+      actions   = ["kms:Decrypt"]
+      resources = [statement.value]
+
+      condition {
+        test     = "StringLike"
+        variable = "kms:ViaService"
+        values = [
+          "secretsmanager.*.${data.aws_partition.current.dns_suffix}",
+          "ssm.*.${data.aws_partition.current.dns_suffix}",
+        ]
+      }
+    }
+  }
 }
+
+data "aws_partition" "current" {}
 
 resource "aws_iam_policy" "server" {
   name_prefix = "${var.name}-server-"

@@ -111,6 +111,41 @@ variable "deployer_principal_arns" {
   default     = []
 }
 
+variable "secret_arns" {
+  description = <<-EOT
+    ARNs of the Secrets Manager secrets and SSM parameters that deploy metadata
+    binds by reference (secret_ref); the server policy gets
+    secretsmanager:GetSecretValue and ssm:GetParameter on exactly these. A
+    secret's ARN ends in a random 6-character suffix: give the full ARN or
+    arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME-??????. An SSM parameter
+    /prod/db-pass is arn:aws:ssm:REGION:ACCOUNT:parameter/prod/db-pass.
+    Empty: no secret or parameter can be read.
+  EOT
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for arn in var.secret_arns : can(regex("^arn:aws[a-zA-Z-]*:(secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:|ssm:[a-z0-9-]+:[0-9]{12}:parameter/).+$", arn))])
+    error_message = "secret_arns: Secrets Manager secret or SSM parameter ARNs only."
+  }
+}
+
+variable "secrets_kms_key_arn" {
+  description = <<-EOT
+    ARN of the customer managed KMS key that encrypts those secrets or
+    SecureString parameters; the server policy gets kms:Decrypt on that key
+    only, through Secrets Manager and SSM. Empty: none (the AWS managed keys
+    aws/secretsmanager and aws/ssm need no grant).
+  EOT
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = can(regex("^(arn:aws[a-zA-Z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+)?$", var.secrets_kms_key_arn))
+    error_message = "secrets_kms_key_arn: empty or a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID)."
+  }
+}
+
 variable "table_deletion_protection" {
   description = "DynamoDB deletion protection on the routes table (set false, apply, then destroy to remove it). The bucket is only destroyed when empty."
   type        = bool
