@@ -55,6 +55,7 @@ impl Backends {
             self.table.clone(),
             self.store.clone(),
             engine,
+            crate::secrets::default_resolver(),
             GatewayOptions {
                 route_ttl: settings.route_ttl(),
                 module_cache_capacity: settings.module_cache_size,
@@ -74,7 +75,7 @@ pub fn engine(settings: &Settings) -> anyhow::Result<Arc<WasmEngine>> {
 }
 
 #[cfg(feature = "aws")]
-pub use aws::http_client as aws_http_client;
+pub use aws::{http_client as aws_http_client, sdk_config as aws_sdk_config};
 
 #[cfg(feature = "aws")]
 mod aws {
@@ -99,6 +100,21 @@ mod aws {
             .build_https()
     }
 
+    /// The shared AWS configuration: the standard environment (region,
+    /// credentials, `AWS_ENDPOINT_URL`), the rustls client, bounded timeouts.
+    pub async fn sdk_config() -> aws_config::SdkConfig {
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .operation_attempt_timeout(Duration::from_secs(10))
+            .operation_timeout(Duration::from_secs(30))
+            .build();
+        aws_config::defaults(BehaviorVersion::latest())
+            .http_client(http_client())
+            .timeout_config(timeouts)
+            .load()
+            .await
+    }
+
     /// S3 + DynamoDB, configured from the standard AWS environment (region,
     /// credentials, `AWS_ENDPOINT_URL` for S3/DynamoDB-compatible servers).
     pub(super) async fn open(settings: &Settings) -> anyhow::Result<Backends> {
@@ -108,16 +124,7 @@ mod aws {
         let table = settings.table.clone().filter(|t| !t.is_empty()).context(
             "WASMGATE_BACKEND=aws needs WASMGATE_TABLE: the DynamoDB table that holds the routes",
         )?;
-        let timeouts = TimeoutConfig::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .operation_attempt_timeout(Duration::from_secs(10))
-            .operation_timeout(Duration::from_secs(30))
-            .build();
-        let config = aws_config::defaults(BehaviorVersion::latest())
-            .http_client(http_client())
-            .timeout_config(timeouts)
-            .load()
-            .await;
+        let config = sdk_config().await;
         anyhow::ensure!(
             config.region().is_some(),
             "WASMGATE_BACKEND=aws needs an AWS region: set AWS_REGION (Lambda sets it for you)"

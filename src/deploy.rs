@@ -6,6 +6,7 @@
 //! upload that exists), records version N+1 and flips the live pointer with
 //! a conditional write. A rollback is the same flip, to an earlier version.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -16,13 +17,20 @@ use crate::routes::{
     ChangeNote, LivePointer, NewVersion, PointerChange, RouteName, RouteTable, TableError, Version,
     live_of,
 };
-use crate::runtime::{LoadError, WasmEngine};
+use crate::runtime::bindings::{DeployMetadata, MetadataError};
+use crate::runtime::{LibraryModule, LoadError, WasmEngine};
 
 /// Why a deploy or a rollback was refused or failed. Nothing went live.
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
     #[error("refusing to deploy: {0}")]
     Invalid(#[from] LoadError),
+    #[error("refusing to deploy: {0}")]
+    Metadata(#[from] MetadataError),
+    #[error("refusing to deploy: part {part:?}: {error}")]
+    Part { part: String, error: LoadError },
+    #[error("refusing to deploy: {0}")]
+    Bindings(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -61,6 +69,37 @@ pub struct DeployReport {
     pub live: bool,
     /// The ABI the module was recognised as.
     pub abi: String,
+    /// The parts stored for `wasm_module` bindings.
+    pub parts: Vec<StoredPart>,
+    /// The version's bindings, as `name:type` (no values).
+    pub bindings: Vec<String>,
+}
+
+/// A part stored for a `wasm_module` binding.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredPart {
+    pub name: String,
+    pub key: String,
+    pub uploaded: bool,
+}
+
+/// What a deploy stores: the main module, the parts its `wasm_module`
+/// bindings name (by part name), and its metadata.
+#[derive(Debug, Clone, Default)]
+pub struct DeployBundle {
+    pub main: Bytes,
+    pub parts: BTreeMap<String, Bytes>,
+    pub metadata: DeployMetadata,
+}
+
+impl DeployBundle {
+    /// A bare module: no bindings.
+    pub fn module(main: Bytes) -> Self {
+        DeployBundle {
+            main,
+            ..DeployBundle::default()
+        }
+    }
 }
 
 /// What a rollback did.
@@ -102,23 +141,63 @@ impl Deployer {
         }
     }
 
-    /// Deploys `bytes` to `route` and makes it live. Fails without writing
-    /// anything when the bytes are not a module wasmgate runs; fails with
-    /// `RecordedNotLive` when another change to the route landed first.
+    /// Deploys `bundle` to `route` and makes it live. Checks everything
+    /// before writing anything: the metadata, that the main module and each
+    /// part compile to something wasmgate runs, and that the main module's
+    /// imports are exactly what its `wasm_module` bindings provide. Fails
+    /// with `RecordedNotLive` when another change to the route landed first.
     pub async fn deploy(
         &self,
         route: &RouteName,
-        bytes: Bytes,
+        bundle: DeployBundle,
         actor: &str,
     ) -> Result<DeployReport, DeployError> {
+        let DeployBundle {
+            main,
+            parts,
+            metadata,
+        } = bundle;
+        metadata.check_parts(parts.keys().map(String::as_str))?;
+
         let engine = self.engine.clone();
-        let checked = bytes.clone();
-        let abi = tokio::task::spawn_blocking(move || engine.load(&checked).map(|m| m.abi()))
+        let checked = main.clone();
+        let loaded = tokio::task::spawn_blocking(move || engine.load(&checked))
             .await
             .map_err(|e| LoadError::Compile(format!("the compile task failed: {e}")))??;
+        let mut libraries: Vec<(String, Arc<LibraryModule>)> = Vec::new();
+        for (name, part) in metadata.module_parts() {
+            let engine = self.engine.clone();
+            let bytes = parts[part].clone();
+            let library = tokio::task::spawn_blocking(move || LibraryModule::load(&engine, &bytes))
+                .await
+                .map_err(|e| LoadError::Compile(format!("the compile task failed: {e}")))?
+                .map_err(|error| DeployError::Part {
+                    part: part.to_string(),
+                    error,
+                })?;
+            libraries.push((name.to_string(), Arc::new(library)));
+        }
+        loaded
+            .check_link(&self.engine, &libraries)
+            .await
+            .map_err(DeployError::Bindings)?;
 
-        let key = ModuleKey::for_bytes(&bytes);
-        let stored = self.store.put(&key, bytes).await?;
+        let key = ModuleKey::for_bytes(&main);
+        let mut stored_parts = Vec::new();
+        let mut part_keys = BTreeMap::new();
+        for (name, bytes) in parts {
+            let part_key = ModuleKey::for_bytes(&bytes);
+            let outcome = self.store.put(&part_key, bytes).await?;
+            part_keys.insert(name.clone(), part_key.to_string());
+            stored_parts.push(StoredPart {
+                name,
+                key: part_key.to_string(),
+                uploaded: outcome == PutOutcome::Uploaded,
+            });
+        }
+        let stored = self.store.put(&key, main).await?;
+        let (spec, secrets) = metadata.into_stored(&part_keys);
+        let bindings = spec.bindings.iter().map(|b| b.label()).collect();
         let expected = live_of(self.table.as_ref(), route).await?;
         let version = self
             .table
@@ -127,7 +206,8 @@ impl Deployer {
                 NewVersion {
                     module: key,
                     actor: actor.to_string(),
-                    metadata: serde_json::json!({}),
+                    metadata: spec.to_stored(),
+                    secrets,
                 },
             )
             .await?;
@@ -150,7 +230,9 @@ impl Deployer {
             uploaded: stored == PutOutcome::Uploaded,
             version: version.number,
             live: true,
-            abi: abi.to_string(),
+            abi: loaded.abi().to_string(),
+            parts: stored_parts,
+            bindings,
         })
     }
 

@@ -12,6 +12,7 @@ use crate::body::{self, Body};
 use crate::modules::{ModuleLoadError, StoreError};
 use crate::routes::TableError;
 use crate::runtime::GuestError;
+use crate::secrets::SecretError;
 
 /// A request that could not be served.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +29,10 @@ pub enum GatewayError {
     Table(Arc<TableError>),
     #[error(transparent)]
     Guest(#[from] GuestError),
+    #[error("the version's bindings cannot be served: {0}")]
+    Bindings(String),
+    #[error(transparent)]
+    Secret(SecretError),
 }
 
 impl GatewayError {
@@ -49,13 +54,21 @@ impl GatewayError {
                 TableError::Corrupt(_) => StatusCode::BAD_GATEWAY,
                 _ => StatusCode::SERVICE_UNAVAILABLE,
             },
+            GatewayError::Bindings(_) => StatusCode::BAD_GATEWAY,
+            GatewayError::Secret(SecretError::Unavailable { .. }) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            GatewayError::Secret(_) => StatusCode::BAD_GATEWAY,
             GatewayError::Guest(e) => match e {
                 GuestError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
                 GuestError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
                 GuestError::BadRequest(_) => StatusCode::BAD_REQUEST,
+                GuestError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+                GuestError::BadOutput(_) | GuestError::Link(_) => StatusCode::BAD_GATEWAY,
                 GuestError::MemoryLimit(_)
                 | GuestError::Trap(_)
                 | GuestError::NoResponse
+                | GuestError::Exit(_)
                 | GuestError::ErrorCode(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
         }
@@ -70,6 +83,9 @@ impl GatewayError {
                 "the function's module could not be loaded".to_string()
             }
             GatewayError::Table(_) => "the route table is unavailable, retry shortly".to_string(),
+            GatewayError::Bindings(_) | GatewayError::Secret(_) => {
+                "the function's bindings could not be resolved".to_string()
+            }
             GatewayError::Guest(GuestError::Timeout(after)) => {
                 format!("the function did not finish within {}ms", after.as_millis())
             }
@@ -80,6 +96,10 @@ impl GatewayError {
                 )
             }
             GatewayError::Guest(GuestError::BadRequest(why)) => why.clone(),
+            GatewayError::Guest(error @ GuestError::PayloadTooLarge(_)) => error.to_string(),
+            GatewayError::Guest(GuestError::BadOutput(_)) => {
+                "the function's response was malformed".to_string()
+            }
             GatewayError::Guest(GuestError::Busy(_)) => {
                 "the server is at capacity, retry shortly".to_string()
             }

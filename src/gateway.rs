@@ -10,6 +10,7 @@
 //! Every request is answered, never dropped: failures become responses in
 //! `error.rs`. One log line per request records what happened.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,8 +19,10 @@ use http::{HeaderValue, Request, Response};
 use crate::body::Body;
 use crate::error::GatewayError;
 use crate::modules::{CacheOutcome, ModuleCache, ModuleKey, ModuleStore};
-use crate::routes::{Resolved, RouteCache, RouteTable};
-use crate::runtime::{GuestError, Invocation, LoadedModule, WasmEngine};
+use crate::routes::{LivePointer, Resolved, RouteCache, RouteTable, TableError};
+use crate::runtime::bindings::{Binding, SecretRef, VersionSpec, environment};
+use crate::runtime::{Grants, GuestError, Invocation, LoadedModule, WasmEngine};
+use crate::secrets::{SECRET_TTL, SecretResolver};
 
 /// The header carrying the request id, read from the client and echoed back.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -42,12 +45,27 @@ pub struct RequestInfo {
     pub https: bool,
     /// A deadline earlier than the configured timeout (e.g. Lambda's remaining time).
     pub deadline: Option<Instant>,
+    /// The client's address (the peer, or what the Lambda event says).
+    pub remote_addr: Option<String>,
 }
+
+/// A version ready to run: its compiled module and what it is granted.
+struct Deployment {
+    module: Arc<LoadedModule>,
+    grants: Grants,
+}
+
+/// Which deployment a pointer serves: route, version, module key.
+type DeploymentKey = (String, Option<u64>, String);
 
 /// Route table + module cache + engine: everything a request needs.
 pub struct Gateway {
     routes: RouteCache,
     modules: ModuleCache,
+    /// Versions ready to run, kept for [`SECRET_TTL`] so that secrets read
+    /// by reference are read again after it.
+    deployments: moka::future::Cache<DeploymentKey, Arc<Deployment>>,
+    secrets: Arc<dyn SecretResolver>,
     engine: Arc<WasmEngine>,
 }
 
@@ -56,11 +74,17 @@ impl Gateway {
         table: Arc<dyn RouteTable>,
         store: Arc<dyn ModuleStore>,
         engine: Arc<WasmEngine>,
+        secrets: Arc<dyn SecretResolver>,
         options: GatewayOptions,
     ) -> Self {
         Gateway {
             routes: RouteCache::new(table, options.route_ttl),
             modules: ModuleCache::new(store, engine.clone(), options.module_cache_capacity),
+            deployments: moka::future::Cache::builder()
+                .max_capacity(options.module_cache_capacity.saturating_mul(4))
+                .time_to_live(SECRET_TTL)
+                .build(),
+            secrets,
             engine,
         }
     }
@@ -128,7 +152,7 @@ impl Gateway {
         let budget = deadline.saturating_duration_since(started);
         // The lookup, fetch and compile count against the deadline too: on
         // Lambda an answer must leave before the invocation ends.
-        let (module, request) =
+        let (pointer, deployment, request) =
             tokio::time::timeout_at(deadline.into(), self.prepare(request, trace))
                 .await
                 .map_err(|_| GatewayError::Guest(GuestError::Timeout(budget)))??;
@@ -137,8 +161,14 @@ impl Gateway {
             deadline,
             budget,
             https: info.https,
+            route: pointer.route.to_string(),
+            route_path: pointer.route.prefix().to_string(),
+            remote_addr: info.remote_addr.clone(),
         };
-        Ok(module.run(&self.engine, request, &invocation).await?)
+        Ok(deployment
+            .module
+            .run(&self.engine, request, &invocation, &deployment.grants)
+            .await?)
     }
 
     /// Finds the route and the compiled module for `request`.
@@ -146,7 +176,7 @@ impl Gateway {
         &self,
         request: Request<Body>,
         trace: &mut Trace,
-    ) -> Result<(Arc<LoadedModule>, Request<Body>), GatewayError> {
+    ) -> Result<(Arc<LivePointer>, Arc<Deployment>, Request<Body>), GatewayError> {
         let host = request
             .uri()
             .host()
@@ -176,14 +206,87 @@ impl Gateway {
         trace.version = pointer.version;
         trace.module = Some(pointer.module.clone());
 
-        let key = ModuleKey::parse(&pointer.module).map_err(|_| GatewayError::BadPointer {
-            route: pointer.route.to_string(),
-            key: pointer.module.clone(),
-        })?;
-        let (module, module_cache) = self.modules.get(&key).await.map_err(GatewayError::Module)?;
+        let id: DeploymentKey = (
+            pointer.route.to_string(),
+            pointer.version,
+            pointer.module.clone(),
+        );
+        if let Some(deployment) = self.deployments.get(&id).await {
+            trace.module_cache = Some(CacheOutcome::Hit);
+            return Ok((pointer, deployment, request));
+        }
+        // Not memoised with try_get_with: the parts it waits on (module
+        // cache, table) already share concurrent loads.
+        let (deployment, module_cache) = self.deploy(&pointer).await?;
         trace.module_cache = Some(module_cache);
+        self.deployments.insert(id, deployment.clone()).await;
+        Ok((pointer, deployment, request))
+    }
 
-        Ok((module, request))
+    /// Readies the version `pointer` serves: its main module, the modules
+    /// its `wasm_module` bindings name, and its environment (secrets read).
+    async fn deploy(
+        &self,
+        pointer: &LivePointer,
+    ) -> Result<(Arc<Deployment>, CacheOutcome), GatewayError> {
+        let route = pointer.route.to_string();
+        let bad_pointer = |key: &str| GatewayError::BadPointer {
+            route: route.clone(),
+            key: key.to_string(),
+        };
+        let spec = match &pointer.metadata {
+            Some(metadata) => VersionSpec::from_stored(metadata).map_err(|e| {
+                GatewayError::Table(Arc::new(TableError::Corrupt(format!("{route}: {e}"))))
+            })?,
+            None => VersionSpec::default(),
+        };
+        let key = ModuleKey::parse(&pointer.module).map_err(|_| bad_pointer(&pointer.module))?;
+        let (module, outcome) = self.modules.get(&key).await.map_err(GatewayError::Module)?;
+        let mut modules = Vec::new();
+        for (name, part) in spec.modules() {
+            let key = ModuleKey::parse(&part).map_err(|_| bad_pointer(&part))?;
+            let library = self
+                .modules
+                .get_library(&key)
+                .await
+                .map_err(GatewayError::Module)?;
+            modules.push((name, library));
+        }
+        let stored = match pointer.version {
+            Some(version) if spec.has_stored_secrets() => self
+                .routes
+                .table()
+                .secrets(&pointer.route, version)
+                .await
+                .map_err(|e| GatewayError::Table(Arc::new(e)))?,
+            _ => Default::default(),
+        };
+        let mut resolved = BTreeMap::new();
+        for binding in &spec.bindings {
+            if let Binding::SecretText {
+                name,
+                secret_ref: Some(reference),
+                ..
+            } = binding
+            {
+                let reference = SecretRef::parse(reference).map_err(GatewayError::Bindings)?;
+                let value = self
+                    .secrets
+                    .resolve(&reference)
+                    .await
+                    .map_err(GatewayError::Secret)?;
+                resolved.insert(name.clone(), value);
+            }
+        }
+        let env = environment(&spec, &stored, &resolved)
+            .map_err(|e| GatewayError::Bindings(format!("{route}: {e}")))?;
+        Ok((
+            Arc::new(Deployment {
+                module,
+                grants: Grants { env, modules },
+            }),
+            outcome,
+        ))
     }
 }
 

@@ -50,3 +50,4 @@ pub mod gateway;
 pub mod modules;
 pub mod routes;
 pub mod runtime;
+pub mod secrets;

@@ -11,9 +11,10 @@ use clap::{Parser, Subcommand};
 
 use wasmgate::backend::{self, Backends};
 use wasmgate::config::{BackendKind, ServeSettings, Settings};
-use wasmgate::deploy::RouteHistory;
+use wasmgate::deploy::{DeployBundle, RouteHistory};
 use wasmgate::routes::RouteName;
 use wasmgate::runtime::PoolingMode;
+use wasmgate::runtime::bindings::{DeployMetadata, VersionSpec};
 
 /// Serve WebAssembly (wasi:http) functions, deploy them by content address,
 /// and roll them back with one command.
@@ -54,14 +55,29 @@ enum Command {
     },
     /// Store a module and make it the live version of a route.
     ///
-    /// The module must be a component exporting wasi:http/incoming-handler.
-    /// Bytes already stored are not uploaded again.
+    /// The module is a component exporting wasi:http/incoming-handler, or a
+    /// WASI preview1 core module exporting `_start` (run as WAGI/CGI).
+    /// Bytes already stored are not uploaded again. With --metadata, the
+    /// version carries bindings (Cloudflare's upload metadata form):
+    ///
+    ///   {"main_module": "main", "bindings": [
+    ///     {"type": "plain_text", "name": "GREETING", "text": "hello"},
+    ///     {"type": "wasm_module", "name": "isqrt", "part": "wasmprogram"}]}
+    ///
+    /// and --part NAME=FILE gives each part a wasm_module binding names.
+    #[command(verbatim_doc_comment)]
     Deploy {
-        /// The .wasm file to deploy.
+        /// The .wasm file to deploy (the main module).
         file: PathBuf,
         /// The route to serve it on: `/path` or `host/path`.
         #[arg(long)]
         route: RouteName,
+        /// A JSON file of deploy metadata: main_module (or body_part) and bindings.
+        #[arg(long, value_name = "FILE")]
+        metadata: Option<PathBuf>,
+        /// A module a wasm_module binding names, as NAME=FILE (repeatable).
+        #[arg(long = "part", value_name = "NAME=FILE", value_parser = parse_part)]
+        parts: Vec<(String, PathBuf)>,
         /// Who is deploying, for the history [default: $USER].
         #[arg(long, env = "WASMGATE_ACTOR")]
         actor: Option<String>,
@@ -138,19 +154,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     match command {
         Command::Serve { serve } => serve_http(&settings, &serve, backends).await,
-        Command::Deploy { file, route, actor } => {
-            let bytes =
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+        Command::Deploy {
+            file,
+            route,
+            metadata,
+            parts,
+            actor,
+        } => {
+            let bundle = read_bundle(&file, metadata.as_deref(), parts)?;
             let engine = cli_engine()?;
             let report = backends
                 .deployer(engine)
-                .deploy(&route, Bytes::from(bytes), &actor_or_user(actor))
+                .deploy(&route, bundle, &actor_or_user(actor))
                 .await?;
             println!("module:  {}", report.key);
             if report.uploaded {
                 println!("stored:  uploaded to {}", backends.store.location());
             } else {
                 println!("stored:  skipped, already stored");
+            }
+            for part in &report.parts {
+                let how = if part.uploaded {
+                    "uploaded"
+                } else {
+                    "skipped, already stored"
+                };
+                println!("part:    {} = {} ({how})", part.name, part.key);
+            }
+            if !report.bindings.is_empty() {
+                println!("bindings: {}", report.bindings.join(", "));
             }
             println!("route:   {} ({})", report.route, report.abi);
             println!("version: {} (live)", report.version);
@@ -288,6 +320,14 @@ fn print_history(history: &RouteHistory) {
             v.created_by,
             v.module
         );
+        // Names and types only: secret values are never stored here.
+        match VersionSpec::from_stored(&v.metadata) {
+            Ok(spec) if !spec.bindings.is_empty() => {
+                println!("           bindings: {}", spec.summary());
+            }
+            Ok(_) => {}
+            Err(error) => println!("           bindings: unreadable ({error})"),
+        }
     }
     println!();
     println!("pointer changes:");
@@ -308,6 +348,44 @@ fn print_history(history: &RouteHistory) {
             c.at, c.action, c.actor
         );
     }
+}
+
+/// `NAME=FILE`, for --part.
+fn parse_part(text: &str) -> Result<(String, PathBuf), String> {
+    match text.split_once('=') {
+        Some((name, file)) if !name.is_empty() && !file.is_empty() => {
+            Ok((name.to_string(), PathBuf::from(file)))
+        }
+        _ => Err(format!("{text:?} is not NAME=FILE")),
+    }
+}
+
+/// Reads the main module, the metadata and the parts of a deploy.
+fn read_bundle(
+    file: &std::path::Path,
+    metadata: Option<&std::path::Path>,
+    parts: Vec<(String, PathBuf)>,
+) -> anyhow::Result<DeployBundle> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+    };
+    let metadata = match metadata {
+        Some(path) => DeployMetadata::parse(&read(path)?)
+            .with_context(|| format!("refusing to deploy: {}", path.display()))?,
+        None => DeployMetadata::default(),
+    };
+    let mut bundle = DeployBundle {
+        main: Bytes::from(read(file)?),
+        parts: Default::default(),
+        metadata,
+    };
+    for (name, path) in parts {
+        let bytes = Bytes::from(read(&path)?);
+        if bundle.parts.insert(name.clone(), bytes).is_some() {
+            anyhow::bail!("refusing to deploy: --part {name} is given twice");
+        }
+    }
+    Ok(bundle)
 }
 
 fn actor_or_user(actor: Option<String>) -> String {

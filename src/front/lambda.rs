@@ -167,6 +167,7 @@ fn to_lambda_body(bytes: Bytes, content_type: &str) -> LambdaBody {
 pub fn to_gateway_request(request: lambda_http::Request) -> (http::Request<Body>, RequestInfo) {
     let path = encode_path(request.raw_http_path());
     let context = request.lambda_context_ref().cloned();
+    let remote_addr = source_ip(&request);
     let (mut parts, body) = request.into_parts();
 
     let path_and_query = match parts.uri.query() {
@@ -202,8 +203,29 @@ pub fn to_gateway_request(request: lambda_http::Request) -> (http::Request<Body>
             .filter(|id| !id.is_empty()),
         https,
         deadline: context.as_ref().and_then(|c| deadline_instant(c.deadline)),
+        remote_addr,
     };
     (http::Request::from_parts(parts, body), info)
+}
+
+/// The client's IP: API Gateway's `sourceIp`; behind an ALB, the first
+/// address of `X-Forwarded-For` (the ALB appends the client's).
+fn source_ip(request: &lambda_http::Request) -> Option<String> {
+    use lambda_http::request::RequestContext;
+    let from_context = match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV1(context)) => context.identity.source_ip.clone(),
+        Some(RequestContext::ApiGatewayV2(context)) => context.http.source_ip.clone(),
+        _ => None,
+    };
+    from_context.filter(|ip| !ip.is_empty()).or_else(|| {
+        request
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(|ip| ip.trim().to_string())
+            .filter(|ip| !ip.is_empty())
+    })
 }
 
 /// The event's path as a URI path: bytes outside RFC 3986's path characters

@@ -65,7 +65,7 @@ impl Listener {
                     let gateway = self.gateway.clone();
                     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
                         let gateway = gateway.clone();
-                        async move { Ok::<_, std::convert::Infallible>(handle(&gateway, request).await) }
+                        async move { Ok::<_, std::convert::Infallible>(handle(&gateway, request, peer).await) }
                     });
                     let conn = http.serve_connection(TokioIo::new(stream), service);
                     let conn = graceful.watch(conn);
@@ -96,6 +96,7 @@ impl Listener {
 async fn handle(
     gateway: &Gateway,
     request: hyper::Request<Incoming>,
+    peer: std::net::SocketAddr,
 ) -> hyper::Response<crate::body::Body> {
     let https = request
         .headers()
@@ -107,6 +108,7 @@ async fn handle(
             request,
             RequestInfo {
                 https,
+                remote_addr: Some(peer.ip().to_string()),
                 ..RequestInfo::default()
             },
         )

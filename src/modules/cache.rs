@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use super::{IntegrityError, ModuleKey, ModuleStore, StoreError};
-use crate::runtime::{LoadError, LoadedModule, WasmEngine};
+use crate::runtime::{LibraryModule, LoadError, LoadedModule, WasmEngine};
 
 /// Whether a lookup found the module compiled already.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +43,8 @@ pub struct ModuleCache {
     store: Arc<dyn ModuleStore>,
     engine: Arc<WasmEngine>,
     compiled: moka::future::Cache<ModuleKey, Arc<LoadedModule>>,
+    /// Modules bound by `wasm_module` bindings, compiled as libraries.
+    libraries: moka::future::Cache<ModuleKey, Arc<LibraryModule>>,
 }
 
 impl ModuleCache {
@@ -54,7 +56,52 @@ impl ModuleCache {
             compiled: moka::future::Cache::builder()
                 .max_capacity(capacity)
                 .build(),
+            libraries: moka::future::Cache::builder()
+                .max_capacity(capacity)
+                .build(),
         }
+    }
+
+    /// The compiled library module for `key` (a `wasm_module` binding),
+    /// fetched, verified and compiled on a miss like a main module.
+    pub async fn get_library(
+        &self,
+        key: &ModuleKey,
+    ) -> Result<Arc<LibraryModule>, Arc<ModuleLoadError>> {
+        if let Some(module) = self.libraries.get(key).await {
+            return Ok(module);
+        }
+        let cache = self.clone();
+        let key = *key;
+        tokio::spawn(async move {
+            cache
+                .libraries
+                .try_get_with(key, async {
+                    let bytes = cache.store.get(&key).await?;
+                    key.verify(&bytes)?;
+                    let engine = cache.engine.clone();
+                    let compile = move || LibraryModule::load(&engine, &bytes);
+                    let loaded = tokio::task::spawn_blocking(compile)
+                        .await
+                        .map_err(|e| ModuleLoadError::Load {
+                            key: key.to_string(),
+                            error: LoadError::Compile(format!("the compile task failed: {e}")),
+                        })?
+                        .map_err(|error| ModuleLoadError::Load {
+                            key: key.to_string(),
+                            error,
+                        })?;
+                    Ok::<_, ModuleLoadError>(Arc::new(loaded))
+                })
+                .await
+        })
+        .await
+        .map_err(|e| {
+            Arc::new(ModuleLoadError::Load {
+                key: key.to_string(),
+                error: LoadError::Compile(format!("the load task failed: {e}")),
+            })
+        })?
     }
 
     /// The compiled module for `key`, loading it on a miss. Fails when the

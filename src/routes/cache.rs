@@ -42,6 +42,11 @@ impl RouteCache {
         RouteCache { table, entries }
     }
 
+    /// The table behind the cache.
+    pub fn table(&self) -> &Arc<dyn RouteTable> {
+        &self.table
+    }
+
     /// The route serving `host` + `path`. Fails only when the table cannot
     /// be read (and the answer is not cached).
     pub async fn resolve(
@@ -73,9 +78,37 @@ impl RouteCache {
         let found = self.table.lookup(&candidates).await?;
         let best = most_specific(&candidates, found.iter().map(|p| (&p.route, p)));
         Ok(match best {
-            Some(pointer) => Resolved::Found(Arc::new(pointer.clone())),
+            Some(pointer) if pointer.metadata.is_some() => {
+                Resolved::Found(Arc::new(pointer.clone()))
+            }
+            Some(pointer) => Resolved::Found(Arc::new(self.set_by_hand(pointer).await?)),
             None => Resolved::Missing,
         })
+    }
+
+    /// A pointer whose metadata copy does not belong to it was changed by
+    /// hand (or predates bindings): serve the version whose module it names,
+    /// the one its `version` says when that matches, else the newest.
+    async fn set_by_hand(&self, pointer: &LivePointer) -> Result<LivePointer, TableError> {
+        let versions = self.table.versions(&pointer.route).await?;
+        let matching = versions
+            .iter()
+            .find(|v| Some(v.number) == pointer.version && v.module == pointer.module)
+            .or_else(|| versions.iter().rev().find(|v| v.module == pointer.module));
+        let mut pointer = pointer.clone();
+        match matching {
+            Some(version) => {
+                tracing::debug!(route = %pointer.route, version = version.number, "live pointer set by hand: serving the bindings of the version with its module");
+                pointer.version = Some(version.number);
+                pointer.metadata = Some(version.metadata.clone());
+            }
+            None => {
+                tracing::warn!(route = %pointer.route, module = %pointer.module, "the live pointer names a module no version was deployed with: serving it without bindings");
+                pointer.version = None;
+                pointer.metadata = Some(serde_json::json!({}));
+            }
+        }
+        Ok(pointer)
     }
 }
 
@@ -137,6 +170,13 @@ mod tests {
         ) -> Result<LivePointer, TableError> {
             self.inner.flip(route, expected, to, note).await
         }
+        async fn secrets(
+            &self,
+            route: &RouteName,
+            version: u64,
+        ) -> Result<crate::runtime::bindings::Secrets, TableError> {
+            self.inner.secrets(route, version).await
+        }
         async fn history(&self, route: &RouteName) -> Result<Vec<PointerChange>, TableError> {
             self.inner.history(route).await
         }
@@ -157,6 +197,7 @@ mod tests {
                         module: crate::modules::ModuleKey::for_bytes(&[i as u8]),
                         actor: "t".into(),
                         metadata: serde_json::json!({}),
+                        secrets: Default::default(),
                     },
                 )
                 .await

@@ -3,14 +3,21 @@
 //!
 //! | item | `route` (S, partition) | `rev` (S, sort) | attributes |
 //! |---|---|---|---|
-//! | live pointer | `/api` | `live` | `module` (S), `version` (N), `updated_at`, `updated_by` |
+//! | live pointer | `/api` | `live` | `module` (S), `version` (N), `updated_at`, `updated_by`, `metadata` (S, JSON), `metadata_of` (S) |
 //! | version N | `/api` | `v00000042` | `module`, `version`, `created_at`, `created_by`, `metadata` (S, JSON) |
+//! | secrets of version N | `/api` | `secret#v00000042` | `values` (M of S): `secret_text` values |
 //! | pointer change | `/api` | `change#{ms}#{rand}` | `at`, `actor`, `action`, `from_version`, `from_module`, `to_version`, `to_module`, `reason` |
 //!
 //! A lookup is one `BatchGetItem` of every candidate's live item. A flip is
 //! one `TransactWriteItems`: the new live item, conditional on the one read,
 //! plus its change record; a failed condition is a conflict and writes
 //! nothing.
+//!
+//! The flip copies the version's metadata (its bindings, no secret values)
+//! onto the live item, with `metadata_of` = `v{N} {module}` naming what it
+//! belongs to, so a lookup stays one read. A hand flip that sets only
+//! `module` and `version` leaves `metadata_of` stale: the copy is then
+//! ignored and the version record is read instead.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -23,8 +30,8 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem};
 
 use super::{
-    ChangeNote, LivePointer, NewVersion, PointerChange, RouteName, RouteTable, TableError, Version,
-    describe, now_rfc3339,
+    ChangeNote, LivePointer, NewVersion, PointerChange, RouteName, RouteTable, Secrets, TableError,
+    Version, describe, now_rfc3339,
 };
 
 /// The sort key of a route's live pointer.
@@ -234,23 +241,63 @@ impl RouteTable for DynamoRouteTable {
                 created_by: version.actor.clone(),
                 metadata: version.metadata.clone(),
             };
-            let result = self
-                .client
-                .put_item()
+            if version.secrets.is_empty() {
+                let result = self
+                    .client
+                    .put_item()
+                    .table_name(&self.table)
+                    .set_item(Some(version_item(&record)))
+                    .condition_expression("attribute_not_exists(#rev)")
+                    .expression_attribute_names("#rev", "rev")
+                    .send()
+                    .await;
+                match result {
+                    Ok(_) => return Ok(record),
+                    Err(SdkError::ServiceError(e))
+                        if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) =>
+                    {
+                        continue;
+                    }
+                    Err(error) => return Err(self.unavailable("put-item", error)),
+                }
+            }
+            // The secrets go in their own item, written in one transaction
+            // with the version it belongs to.
+            let build = |e: aws_sdk_dynamodb::error::BuildError| {
+                TableError::Unavailable(format!("building the version write: {e}"))
+            };
+            let put_version = Put::builder()
                 .table_name(&self.table)
                 .set_item(Some(version_item(&record)))
                 .condition_expression("attribute_not_exists(#rev)")
                 .expression_attribute_names("#rev", "rev")
+                .build()
+                .map_err(build)?;
+            let values = version
+                .secrets
+                .iter()
+                .map(|(name, value)| (name.clone(), s(value)))
+                .collect();
+            let put_secrets = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(HashMap::from([
+                    ("route".to_string(), s(route.to_string())),
+                    ("rev".to_string(), s(secret_rev(number))),
+                    ("values".to_string(), AttributeValue::M(values)),
+                ])))
+                .build()
+                .map_err(build)?;
+            let result = self
+                .client
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().put(put_version).build())
+                .transact_items(TransactWriteItem::builder().put(put_secrets).build())
                 .send()
                 .await;
             match result {
                 Ok(_) => return Ok(record),
-                Err(SdkError::ServiceError(e))
-                    if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) =>
-                {
-                    continue;
-                }
-                Err(error) => return Err(self.unavailable("put-item", error)),
+                Err(SdkError::ServiceError(e)) if is_condition_failure(e.err()) => continue,
+                Err(error) => return Err(self.unavailable("transact-write-items", error)),
             }
         }
         Err(TableError::Conflict {
@@ -284,6 +331,11 @@ impl RouteTable for DynamoRouteTable {
             ("version".to_string(), n(to.number)),
             ("updated_at".to_string(), s(&at)),
             ("updated_by".to_string(), s(&note.actor)),
+            ("metadata".to_string(), s(to.metadata.to_string())),
+            (
+                "metadata_of".to_string(),
+                s(metadata_of(to.number, &to.module)),
+            ),
         ]);
         let mut put_live = Put::builder()
             .table_name(&self.table)
@@ -359,7 +411,41 @@ impl RouteTable for DynamoRouteTable {
             version: Some(to.number),
             updated_at: at,
             updated_by: note.actor,
+            metadata: Some(to.metadata.clone()),
         })
+    }
+
+    async fn secrets(&self, route: &RouteName, version: u64) -> Result<Secrets, TableError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("route", s(route.to_string()))
+            .key("rev", s(secret_rev(version)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.unavailable("get-item", e))?;
+        let Some(item) = output.item else {
+            return Ok(Secrets::new());
+        };
+        match item.get("values") {
+            None => Ok(Secrets::new()),
+            Some(AttributeValue::M(values)) => values
+                .iter()
+                .map(|(name, value)| match value {
+                    AttributeValue::S(v) => Ok((name.clone(), v.clone())),
+                    other => Err(TableError::Corrupt(format!(
+                        "secret {name:?} of {route} v{version} should be a string (S), is {}",
+                        attribute_kind(other)
+                    ))),
+                })
+                .collect(),
+            Some(other) => Err(TableError::Corrupt(format!(
+                "the secrets item of {route} v{version} has `values` of type {}, not a map (M)",
+                attribute_kind(other)
+            ))),
+        }
     }
 
     async fn history(&self, route: &RouteName) -> Result<Vec<PointerChange>, TableError> {
@@ -393,6 +479,32 @@ fn change_rev() -> String {
         .unwrap_or(0);
     let unique = &crate::gateway::new_request_id()[..8];
     format!("change#{millis:013}#{unique}")
+}
+
+/// The sort key of version `number`'s secret values.
+fn secret_rev(number: u64) -> String {
+    format!("secret#v{number:08}")
+}
+
+/// What the live item's metadata copy belongs to.
+fn metadata_of(version: u64, module: &str) -> String {
+    format!("v{version} {module}")
+}
+
+fn attribute_kind(value: &AttributeValue) -> &'static str {
+    match value {
+        AttributeValue::S(_) => "S",
+        AttributeValue::N(_) => "N",
+        AttributeValue::B(_) => "B",
+        AttributeValue::M(_) => "M",
+        AttributeValue::L(_) => "L",
+        AttributeValue::Bool(_) => "BOOL",
+        AttributeValue::Null(_) => "NULL",
+        AttributeValue::Ss(_) => "SS",
+        AttributeValue::Ns(_) => "NS",
+        AttributeValue::Bs(_) => "BS",
+        _ => "unknown",
+    }
 }
 
 fn s(value: impl Into<String>) -> AttributeValue {
@@ -441,12 +553,23 @@ fn route_of(item: &Item) -> Result<RouteName, TableError> {
 }
 
 fn live_from_item(item: &Item) -> Result<LivePointer, TableError> {
+    let module = get_s(item, "module")?;
+    let version = opt_n(item, "version")?;
+    // The copy counts only while it belongs to the pointer's value.
+    let metadata = match (version, opt_s(item, "metadata_of")) {
+        (Some(v), Ok(Some(of))) if of == metadata_of(v, &module) => opt_s(item, "metadata")
+            .ok()
+            .flatten()
+            .and_then(|m| serde_json::from_str(&m).ok()),
+        _ => None,
+    };
     Ok(LivePointer {
         route: route_of(item)?,
-        module: get_s(item, "module")?,
-        version: opt_n(item, "version")?,
+        module,
+        version,
         updated_at: opt_s(item, "updated_at")?.unwrap_or_default(),
         updated_by: opt_s(item, "updated_by")?.unwrap_or_default(),
+        metadata,
     })
 }
 

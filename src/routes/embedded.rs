@@ -13,8 +13,8 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
-    ChangeNote, LivePointer, NewVersion, PointerChange, RouteName, RouteTable, TableError, Version,
-    describe, now_rfc3339,
+    ChangeNote, LivePointer, NewVersion, PointerChange, RouteName, RouteTable, Secrets, TableError,
+    Version, describe, now_rfc3339,
 };
 
 /// How long a writer waits for another process's transaction to finish.
@@ -50,6 +50,14 @@ CREATE TABLE IF NOT EXISTS changes (
     reason       TEXT
 );
 CREATE INDEX IF NOT EXISTS changes_by_route ON changes (route, id);
+-- secret_text binding values, apart from the version records.
+CREATE TABLE IF NOT EXISTS secrets (
+    route       TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    name        TEXT NOT NULL,
+    value       TEXT NOT NULL,
+    PRIMARY KEY (route, version, name)
+);
 PRAGMA user_version = 1;
 ";
 
@@ -144,12 +152,14 @@ fn route_of(text: String) -> rusqlite::Result<RouteName> {
 }
 
 fn live_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<LivePointer> {
+    let metadata: Option<String> = row.get(5)?;
     Ok(LivePointer {
         route: route_of(row.get(0)?)?,
         module: row.get(1)?,
         version: row.get::<_, Option<i64>>(2)?.map(|v| v as u64),
         updated_at: row.get(3)?,
         updated_by: row.get(4)?,
+        metadata: metadata.and_then(|m| serde_json::from_str(&m).ok()),
     })
 }
 
@@ -165,7 +175,12 @@ fn version_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Version> {
     })
 }
 
-const LIVE_COLUMNS: &str = "route, module, version, updated_at, updated_by";
+/// The live row, with the metadata of the version it points at when that
+/// version's module is the live one (a hand edit may have made them differ).
+const LIVE_SELECT: &str =
+    "SELECT l.route, l.module, l.version, l.updated_at, l.updated_by, v.metadata
+     FROM live l LEFT JOIN versions v
+       ON v.route = l.route AND v.version = l.version AND v.module = l.module";
 
 #[async_trait]
 impl RouteTable for SqliteRouteTable {
@@ -176,9 +191,8 @@ impl RouteTable for SqliteRouteTable {
         let names: Vec<String> = candidates.iter().map(|c| c.to_string()).collect();
         self.with_conn(move |conn| {
             let placeholders = vec!["?"; names.len()].join(",");
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {LIVE_COLUMNS} FROM live WHERE route IN ({placeholders})"
-            ))?;
+            let mut stmt =
+                conn.prepare_cached(&format!("{LIVE_SELECT} WHERE l.route IN ({placeholders})"))?;
             let rows = stmt.query_map(rusqlite::params_from_iter(names.iter()), live_from_row)?;
             rows.collect()
         })
@@ -187,8 +201,7 @@ impl RouteTable for SqliteRouteTable {
 
     async fn list(&self) -> Result<Vec<LivePointer>, TableError> {
         self.with_conn(|conn| {
-            let mut stmt =
-                conn.prepare_cached(&format!("SELECT {LIVE_COLUMNS} FROM live ORDER BY route"))?;
+            let mut stmt = conn.prepare_cached(&format!("{LIVE_SELECT} ORDER BY l.route"))?;
             let rows = stmt.query_map([], live_from_row)?;
             rows.collect()
         })
@@ -216,6 +229,12 @@ impl RouteTable for SqliteRouteTable {
                 "INSERT INTO versions (route, version, module, created_at, created_by, metadata) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![name, next, module, created_at, version.actor, metadata],
             )?;
+            for (secret, value) in &version.secrets {
+                tx.execute(
+                    "INSERT INTO secrets (route, version, name, value) VALUES (?1, ?2, ?3, ?4)",
+                    params![name, next, secret, value],
+                )?;
+            }
             tx.commit()?;
             Ok(Version {
                 route,
@@ -297,7 +316,22 @@ impl RouteTable for SqliteRouteTable {
                 version: Some(to.number),
                 updated_at: at,
                 updated_by: note.actor,
+                metadata: Some(to.metadata),
             })
+        })
+        .await
+    }
+
+    async fn secrets(&self, route: &RouteName, version: u64) -> Result<Secrets, TableError> {
+        let name = route.to_string();
+        self.with_conn(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT name, value FROM secrets WHERE route = ?1 AND version = ?2",
+            )?;
+            let rows = stmt.query_map(params![name, version as i64], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })?;
+            rows.collect()
         })
         .await
     }

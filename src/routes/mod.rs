@@ -26,6 +26,7 @@ pub use name::{
 };
 
 use crate::modules::ModuleKey;
+use crate::runtime::bindings::Secrets;
 
 /// Where a route points right now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -38,6 +39,11 @@ pub struct LivePointer {
     pub version: Option<u64>,
     pub updated_at: String,
     pub updated_by: String,
+    /// The live version's stored metadata (bindings, no secret values), as
+    /// copied onto the pointer by the flip that set it; `None` when the
+    /// pointer was changed by hand since (the version record then tells).
+    #[serde(skip)]
+    pub metadata: Option<serde_json::Value>,
 }
 
 /// One deployed version of a route.
@@ -59,6 +65,8 @@ pub struct NewVersion {
     pub module: ModuleKey,
     pub actor: String,
     pub metadata: serde_json::Value,
+    /// `secret_text` values, stored apart from the version record.
+    pub secrets: Secrets,
 }
 
 /// Who moves the pointer, and why, for the history.
@@ -132,6 +140,9 @@ pub trait RouteTable: Send + Sync + 'static {
         to: &Version,
         note: ChangeNote,
     ) -> Result<LivePointer, TableError>;
+
+    /// The `secret_text` values stored with version `version` of `route`.
+    async fn secrets(&self, route: &RouteName, version: u64) -> Result<Secrets, TableError>;
 
     /// Pointer changes of `route`, oldest first.
     async fn history(&self, route: &RouteName) -> Result<Vec<PointerChange>, TableError>;

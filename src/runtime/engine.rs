@@ -11,7 +11,8 @@ use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline,
 };
 
-use super::host::HostState;
+use super::host::{HostState, MemoryLimiter};
+use super::wagi::WagiState;
 
 /// How often the epoch ticks: a guest in a busy loop yields to other tasks
 /// and has its deadline checked at this period.
@@ -45,6 +46,8 @@ pub enum PoolingMode {
 pub struct WasmEngine {
     engine: Engine,
     pub(crate) linker: Linker<HostState>,
+    /// WASI preview1 for WAGI core modules (and the modules bound to them).
+    pub(crate) p1_linker: wasmtime::Linker<WagiState>,
     limits: RuntimeLimits,
     pooling: bool,
     slots: Arc<tokio::sync::Semaphore>,
@@ -80,10 +83,16 @@ impl WasmEngine {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(wasmtime_error)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(wasmtime_error)?;
+        let mut p1_linker = wasmtime::Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut p1_linker, |state: &mut WagiState| {
+            &mut state.wasi
+        })
+        .map_err(wasmtime_error)?;
         let ticker = EpochTicker::spawn(engine.clone());
         Ok(WasmEngine {
             engine,
             linker,
+            p1_linker,
             pooling,
             slots: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrency as usize)),
             limits,
@@ -115,12 +124,9 @@ impl WasmEngine {
 
     /// A fresh store for one request: memory limiter installed, and an epoch
     /// callback that yields every tick and interrupts the guest at `deadline`.
-    pub(crate) fn new_store(&self, request_id: &str, deadline: Instant) -> Store<HostState> {
-        let mut store = Store::new(
-            &self.engine,
-            HostState::new(request_id, self.limits.memory_limit_bytes),
-        );
-        store.limiter(|state| &mut state.limiter);
+    pub(crate) fn new_store<T: Limited>(&self, state: T, deadline: Instant) -> Store<T> {
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| state.limiter());
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             if Instant::now() >= deadline {
@@ -131,6 +137,11 @@ impl WasmEngine {
         });
         store
     }
+}
+
+/// Store state that carries the per-instance memory limiter.
+pub(crate) trait Limited: Send + 'static {
+    fn limiter(&mut self) -> &mut MemoryLimiter;
 }
 
 fn wasmtime_error(error: wasmtime::Error) -> anyhow::Error {

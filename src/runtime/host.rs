@@ -23,12 +23,14 @@ pub struct HostState {
 }
 
 impl HostState {
-    /// A guest context with nothing granted: no environment variables, no
-    /// preopened directories, no sockets, stdin closed, stdout and stderr
-    /// going to the log tagged with `request_id`.
-    pub fn new(request_id: &str, memory_limit: usize) -> Self {
+    /// A guest context with nothing granted but `env` (the version's
+    /// bindings): no host environment, no preopened directories, no sockets,
+    /// stdin closed, stdout and stderr going to the log tagged with
+    /// `request_id`.
+    pub fn new(request_id: &str, memory_limit: usize, env: &[(String, String)]) -> Self {
         let mut wasi = WasiCtx::builder();
-        wasi.stdout(GuestLog::new(request_id, "stdout"))
+        wasi.envs(env)
+            .stdout(GuestLog::new(request_id, "stdout"))
             .stderr(GuestLog::new(request_id, "stderr"))
             .allow_tcp(false)
             .allow_udp(false)
@@ -40,6 +42,12 @@ impl HostState {
             hooks: DenyOutbound,
             limiter: MemoryLimiter::new(memory_limit),
         }
+    }
+}
+
+impl super::engine::Limited for HostState {
+    fn limiter(&mut self) -> &mut MemoryLimiter {
+        &mut self.limiter
     }
 }
 
@@ -98,7 +106,7 @@ pub(crate) struct MemoryLimiter {
 }
 
 impl MemoryLimiter {
-    fn new(limit: usize) -> Self {
+    pub(crate) fn new(limit: usize) -> Self {
         MemoryLimiter {
             limit,
             memory_total: 0,
@@ -155,7 +163,7 @@ impl ResourceLimiter for MemoryLimiter {
 /// Guest stdout or stderr: each complete line becomes one log event tagged
 /// with the request id; a partial line is logged when the stream closes.
 #[derive(Clone)]
-struct GuestLog {
+pub(crate) struct GuestLog {
     inner: Arc<GuestLogInner>,
 }
 
@@ -169,7 +177,7 @@ struct GuestLogInner {
 const MAX_GUEST_LOG_LINE: usize = 16 * 1024;
 
 impl GuestLog {
-    fn new(request_id: &str, stream: &'static str) -> Self {
+    pub(crate) fn new(request_id: &str, stream: &'static str) -> Self {
         GuestLog {
             inner: Arc::new(GuestLogInner {
                 request_id: request_id.to_string(),

@@ -11,25 +11,31 @@
 //! sockets, no outbound HTTP. Every instance runs under the memory limit and
 //! the wall-clock deadline of [`RuntimeLimits`].
 
+pub mod bindings;
 mod engine;
 mod host;
+mod wagi;
 mod wasi_http;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use engine::{EPOCH_TICK, PoolingMode, RuntimeLimits, WasmEngine};
+pub use wagi::{LibraryModule, MAX_WAGI_BODY, MAX_WAGI_OUTPUT, WagiModule, parse_cgi};
 pub use wasi_http::HttpComponent;
 
 use crate::body::Body;
 
 /// The guest ABIs wasmgate runs, as named in error messages.
-pub const ACCEPTED_EXPORTS: &str =
-    "a component exporting wasi:http/incoming-handler (0.2.x), as built for `wasmtime serve`";
+pub const ACCEPTED_EXPORTS: &str = "a component exporting wasi:http/incoming-handler (0.2.x), as built for `wasmtime serve`, \
+     or a WASI preview1 core module exporting `_start` (run as a WAGI/CGI script)";
 
 /// A module compiled and linked, ready to instantiate per request.
 pub enum LoadedModule {
     /// A wasi:http 0.2 component (`wasi:http/incoming-handler`).
     WasiHttp(HttpComponent),
+    /// A WASI preview1 command module (`_start`), run as a CGI script.
+    Wagi(WagiModule),
 }
 
 impl LoadedModule {
@@ -37,6 +43,26 @@ impl LoadedModule {
     pub fn abi(&self) -> &'static str {
         match self {
             LoadedModule::WasiHttp(_) => "wasi:http component",
+            LoadedModule::Wagi(_) => "WAGI module",
+        }
+    }
+
+    /// Checks `modules` (the version's `wasm_module` bindings) against what
+    /// this module imports, instantiating it once without running it: the
+    /// deploy-time proof that the version links.
+    pub async fn check_link(
+        &self,
+        engine: &WasmEngine,
+        modules: &[(String, Arc<LibraryModule>)],
+    ) -> Result<(), String> {
+        match self {
+            LoadedModule::WasiHttp(_) if modules.is_empty() => Ok(()),
+            LoadedModule::WasiHttp(_) => Err(
+                "wasm_module bindings are for WAGI core modules; a component links its \
+                 dependencies at build time (compose it, e.g. with `wac plug`)"
+                    .into(),
+            ),
+            LoadedModule::Wagi(module) => module.check_link(engine, modules).await,
         }
     }
 
@@ -46,11 +72,23 @@ impl LoadedModule {
         engine: &WasmEngine,
         request: http::Request<Body>,
         invocation: &Invocation,
+        grants: &Grants,
     ) -> Result<http::Response<Body>, GuestError> {
         match self {
-            LoadedModule::WasiHttp(component) => component.run(engine, request, invocation).await,
+            LoadedModule::WasiHttp(component) => {
+                component.run(engine, request, invocation, grants).await
+            }
+            LoadedModule::Wagi(module) => module.run(engine, request, invocation, grants).await,
         }
     }
+}
+
+/// What a version grants its guest: environment variables from its
+/// bindings, and the modules bound to a WAGI module's imports.
+#[derive(Default)]
+pub struct Grants {
+    pub env: Vec<(String, String)>,
+    pub modules: Vec<(String, Arc<LibraryModule>)>,
 }
 
 /// Per-request facts the runtime needs.
@@ -64,6 +102,11 @@ pub struct Invocation {
     pub budget: Duration,
     /// Whether the client reached us over HTTPS (as the front knows it).
     pub https: bool,
+    /// The matched route (`host/path` or `/path`), and its path part.
+    pub route: String,
+    pub route_path: String,
+    /// The client's address, as the front knows it.
+    pub remote_addr: Option<String>,
 }
 
 /// Why bytes cannot be served.
@@ -98,6 +141,14 @@ pub enum GuestError {
     Busy(u32),
     #[error("the request cannot be handed to the function: {0}")]
     BadRequest(String),
+    #[error("the request body is larger than the {} MiB limit", .0 >> 20)]
+    PayloadTooLarge(usize),
+    #[error("the function exited with status {0}")]
+    Exit(i32),
+    #[error("the function's CGI output is malformed: {0}")]
+    BadOutput(String),
+    #[error("the function's module does not link: {0}")]
+    Link(String),
 }
 
 impl WasmEngine {
@@ -113,9 +164,9 @@ impl WasmEngine {
         if bytes[4..8] == COMPONENT_LAYER {
             HttpComponent::load(self, bytes).map(LoadedModule::WasiHttp)
         } else if bytes[4..8] == MODULE_LAYER {
-            Err(LoadError::Unsupported {
-                found: "this is a core WebAssembly module, not a component".into(),
-            })
+            let module = wasmtime::Module::new(self.engine(), bytes)
+                .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+            WagiModule::load(self, module).map(LoadedModule::Wagi)
         } else {
             Err(LoadError::Unsupported {
                 found: "this WebAssembly binary has an unknown version".into(),

@@ -19,7 +19,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
 use super::host::HostState;
-use super::{GuestError, Invocation, LoadError, WasmEngine};
+use super::{Grants, GuestError, Invocation, LoadError, WasmEngine};
 use crate::body::{Body, BoxError};
 
 /// A compiled wasi:http component, pre-instantiated against wasmgate's linker.
@@ -36,7 +36,7 @@ impl HttpComponent {
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Link(format!("{e:#}")))?;
         let pre = ProxyPre::new(instance_pre).map_err(|_| LoadError::Unsupported {
-            found: "this component does not export wasi:http/incoming-handler".into(),
+            found: "this component does not export wasi:http/incoming-handler (0.2.x)".into(),
         })?;
         Ok(HttpComponent { pre })
     }
@@ -49,11 +49,17 @@ impl HttpComponent {
         engine: &WasmEngine,
         request: http::Request<Body>,
         invocation: &Invocation,
+        grants: &Grants,
     ) -> Result<http::Response<Body>, GuestError> {
         let permit = tokio::time::timeout_at(invocation.deadline.into(), engine.acquire_slot())
             .await
             .map_err(|_| GuestError::Busy(engine.limits().max_concurrency))?;
-        let mut store = engine.new_store(&invocation.request_id, invocation.deadline);
+        let state = HostState::new(
+            &invocation.request_id,
+            engine.limits().memory_limit_bytes,
+            &grants.env,
+        );
+        let mut store = engine.new_store(state, invocation.deadline);
         let memory_hit = store.data().limiter.hit_flag();
         let memory_limit = engine.limits().memory_limit_bytes;
         let budget = invocation.budget;
@@ -184,7 +190,7 @@ impl Drop for GuestBody {
 }
 
 /// Sorts a wasmtime error into timeout, memory, or trap.
-fn classify(
+pub(super) fn classify(
     error: wasmtime::Error,
     memory_hit: bool,
     memory_limit: usize,

@@ -244,6 +244,7 @@ async fn flips_from_the_same_read_on_dynamodb_one_wins_the_others_conflict() {
             module: ModuleKey::for_bytes(&[i]),
             actor: "setup".into(),
             metadata: serde_json::json!({}),
+            secrets: Default::default(),
         };
         versions.push(handles[0].add_version(&route, version).await.unwrap());
     }
@@ -335,6 +336,7 @@ async fn one_batch_lookup_finds_the_most_specific_route() {
             module: ModuleKey::for_bytes(&[i as u8]),
             actor: "t".into(),
             metadata: serde_json::json!({}),
+            secrets: Default::default(),
         };
         let version = table.add_version(&route, version).await.unwrap();
         let note = ChangeNote {
@@ -415,4 +417,83 @@ fn aws_backend_without_bucket_or_table_is_a_clear_start_error() {
         "{}",
         stderr(&out)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_are_stored_apart_and_secret_refs_are_read_from_ssm_and_secrets_manager() {
+    let aws = Aws::start().await;
+    let config = aws.moto.sdk_config().await;
+    aws_sdk_ssm::Client::new(&config)
+        .put_parameter()
+        .name("/prod/db-pass")
+        .value("from-ssm")
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .unwrap();
+    aws_sdk_secretsmanager::Client::new(&config)
+        .create_secret()
+        .name("prod/api")
+        .secret_string("from-secrets-manager")
+        .send()
+        .await
+        .unwrap();
+
+    let probe = aws.file("probe.wasm", PROBE);
+    let metadata = aws.file(
+        "metadata.json",
+        br#"{"bindings": [
+            {"type": "secret_text", "name": "STORED", "text": "stored-secret"},
+            {"type": "secret_text", "name": "DB_PASS", "secret_ref": "ssm:/prod/db-pass"},
+            {"type": "secret_text", "name": "API", "secret_ref": "secretsmanager:prod/api"},
+            {"type": "plain_text", "name": "GREETING", "text": "hi"}]}"#,
+    );
+    aws.cli_ok(&["deploy", &probe, "--route", "/p", "--metadata", &metadata]);
+
+    // The version record and the live item name the secrets, never hold them.
+    let dynamodb = aws.moto.dynamodb().await;
+    let get = |rev: &'static str| {
+        dynamodb
+            .get_item()
+            .table_name(TABLE)
+            .key("route", AttributeValue::S("/p".into()))
+            .key("rev", AttributeValue::S(rev.into()))
+            .send()
+    };
+    let version = get("v00000001").await.unwrap().item.unwrap();
+    let live = aws.live_item("/p").await;
+    for item in [&version, &live] {
+        let metadata = s(item, "metadata");
+        assert!(metadata.contains("STORED"), "{metadata}");
+        assert!(!metadata.contains("stored-secret"), "{metadata}");
+    }
+    let secrets = get("secret#v00000001").await.unwrap().item.unwrap();
+    let values = secrets["values"].as_m().unwrap();
+    assert_eq!(values["STORED"].as_s().unwrap(), "stored-secret");
+    let history = aws.cli_ok(&["history", "/p"]);
+    assert!(!history.contains("stored-secret"), "{history}");
+
+    let server = aws.serve(200);
+    let (status, body) = send_for_result(server.addr, "/p/env").await.unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let text = String::from_utf8_lossy(&body);
+    for expected in [
+        "STORED=stored-secret\n",
+        "DB_PASS=from-ssm\n",
+        "API=from-secrets-manager\n",
+        "GREETING=hi\n",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?}: {text}");
+    }
+
+    // A reference to a secret that does not exist: the deploy passes (the
+    // server reads it), the request is a 502 that names no secret.
+    let missing = aws.file(
+        "missing.json",
+        br#"{"bindings": [{"type": "secret_text", "name": "X", "secret_ref": "ssm:/nope"}]}"#,
+    );
+    aws.cli_ok(&["deploy", &probe, "--route", "/q", "--metadata", &missing]);
+    let (status, body) = send_for_result(server.addr, "/q/env").await.unwrap();
+    assert_eq!(status, 502, "{}", String::from_utf8_lossy(&body));
+    assert!(!String::from_utf8_lossy(&body).contains("/nope"));
 }

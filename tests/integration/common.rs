@@ -27,6 +27,13 @@ use wasmgate::runtime::PoolingMode;
 pub const PROBE: &[u8] = include_bytes!("../fixtures/probe.wasm");
 /// The README's example function.
 pub const HELLO: &[u8] = include_bytes!("../../examples/hello-rust/hello.wasm");
+/// The WAGI test guest: a WASI preview1 command (see tests/guests/wagi-probe).
+pub const WAGI_PROBE: &[u8] = include_bytes!("../fixtures/wagi-probe.wasm");
+/// The isqrt example: a WAGI module importing `_Z7Q_rsqrtf` from `isqrt`,
+/// the module that exports it, and the metadata binding one to the other.
+pub const ISQRT_MAIN: &[u8] = include_bytes!("../../examples/isqrt/main.wasm");
+pub const ISQRT_LIB: &[u8] = include_bytes!("../../examples/isqrt/isqrt.wasm");
+pub const ISQRT_METADATA: &str = include_str!("../../examples/isqrt/metadata.json");
 /// A valid component that is a wasi:cli command, not a wasi:http handler.
 pub const CLI_COMMAND: &[u8] = include_bytes!("../fixtures/cli-command.wasm");
 
@@ -99,11 +106,33 @@ impl TestServer {
         self.deployer
             .deploy(
                 &RouteName::parse(route).unwrap(),
-                Bytes::copy_from_slice(bytes),
+                wasmgate::deploy::DeployBundle::module(Bytes::copy_from_slice(bytes)),
                 "test",
             )
             .await
             .expect("deploy")
+    }
+
+    /// Deploys `bytes` with `metadata` (JSON) and `parts`.
+    pub async fn deploy_with(
+        &self,
+        route: &str,
+        bytes: &[u8],
+        metadata: &str,
+        parts: &[(&str, &[u8])],
+    ) -> Result<wasmgate::deploy::DeployReport, wasmgate::deploy::DeployError> {
+        let bundle = wasmgate::deploy::DeployBundle {
+            main: Bytes::copy_from_slice(bytes),
+            parts: parts
+                .iter()
+                .map(|(name, bytes)| (name.to_string(), Bytes::copy_from_slice(bytes)))
+                .collect(),
+            metadata: wasmgate::runtime::bindings::DeployMetadata::parse(metadata.as_bytes())
+                .expect("test metadata parses"),
+        };
+        self.deployer
+            .deploy(&RouteName::parse(route).unwrap(), bundle, "test")
+            .await
     }
 
     pub async fn get(&self, path: &str) -> Reply {

@@ -5,6 +5,7 @@
 
 #[cfg(feature = "aws")]
 mod aws;
+mod bindings;
 mod cli;
 mod common;
 mod faults;

@@ -33,6 +33,7 @@ async fn concurrent_flips_one_wins_the_others_conflict() {
                         module: key,
                         actor: "setup".into(),
                         metadata: serde_json::json!({}),
+                        secrets: Default::default(),
                     },
                 )
                 .await
@@ -93,6 +94,7 @@ async fn a_stale_flip_changes_nothing_and_says_conflict() {
         module: ModuleKey::for_bytes(b),
         actor: "t".into(),
         metadata: serde_json::json!({}),
+        secrets: Default::default(),
     };
     let v1 = table.add_version(&route, v(b"1")).await.unwrap();
     let v2 = table.add_version(&route, v(b"2")).await.unwrap();
