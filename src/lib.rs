@@ -18,6 +18,13 @@
 //!   runtime: fresh wasmtime instance per request ──▶ http::Response<Body> (streamed)
 //! ```
 //!
+//! Two guest kinds run, recognised by their exports: wasi:http components
+//! ([`runtime::HttpComponent`]) and WAGI modules, WASI preview1 commands run
+//! as CGI scripts ([`runtime::WagiModule`]). A version may carry bindings
+//! ([`runtime::bindings`]): environment variables (plain, JSON, secret) and
+//! modules linked to a WAGI module's imports; secrets by reference are read
+//! by [`secrets`].
+//!
 //! Deploys are immutable: bytes are stored at
 //! `application/wasm/{len}b/sha256-{hex}.wasm` and a deploy or rollback is a
 //! conditional flip of the route's live pointer ([`deploy`]).

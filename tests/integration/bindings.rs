@@ -228,7 +228,13 @@ async fn refused_deploys_leave_the_live_version_unchanged() {
         .unwrap();
     let isqrt_binding = ISQRT_METADATA;
     /// What is refused, the main module, metadata, parts, and the message.
-    type Case<'a> = (&'a str, &'a [u8], &'a str, Vec<(&'a str, &'a [u8])>, &'a str);
+    type Case<'a> = (
+        &'a str,
+        &'a [u8],
+        &'a str,
+        Vec<(&'a str, &'a [u8])>,
+        &'a str,
+    );
     let cases: Vec<Case> = vec![
         (
             "the part a binding names was not uploaded",
@@ -402,4 +408,117 @@ async fn rollback_restores_the_bindings_of_the_earlier_version() {
     })
     .await;
     assert!(restored.is_some(), "the earlier bindings came back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_stderr_and_stdout_reach_the_log_with_the_request_id() {
+    let data = tempfile::tempdir().unwrap();
+    let wagi = write_file(data.path(), "wagi.wasm", WAGI_PROBE);
+    let probe = write_file(data.path(), "probe.wasm", PROBE);
+    cli_ok(
+        data.path(),
+        &["deploy", wagi.to_str().unwrap(), "--route", "/cgi"],
+    );
+    cli_ok(
+        data.path(),
+        &["deploy", probe.to_str().unwrap(), "--route", "/probe"],
+    );
+    let server = ServeProcess::start(data.path(), 1_000, &[]);
+
+    let reply = send(
+        server.addr,
+        "GET",
+        "/cgi/stderr",
+        &[("x-request-id", "log-wagi-1")],
+        bytes::Bytes::new(),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    let logged = eventually(Duration::from_secs(5), || async {
+        server.log_lines_with(&["log-wagi-1", "line one"]).len() == 1
+            && server.log_lines_with(&["log-wagi-1", "line two"]).len() == 1
+    })
+    .await;
+    assert!(
+        logged.is_some(),
+        "each stderr line is one log event with the request id: {:?}",
+        server.log_lines_with(&["log-wagi-1"])
+    );
+    assert!(
+        server
+            .log_lines_with(&["log-wagi-1", "stderr"])
+            .iter()
+            .all(|l| !l.contains("Content-Type")),
+        "stdout is the response, not the log"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_set_pointer_serves_the_bindings_of_the_version_with_that_module() {
+    let server = TestServer::start_with(|s| s.route_ttl_ms = 100).await;
+    let with = |text: &str| {
+        format!(
+            r#"{{"bindings": [{{"type": "plain_text", "name": "GREETING", "text": "{text}"}}]}}"#
+        )
+    };
+    let v1 = server
+        .deploy_with("/app", PROBE, &with("from-v1"), &[])
+        .await
+        .unwrap();
+    server
+        .deploy_with("/app", WAGI_PROBE, &with("from-v2"), &[])
+        .await
+        .unwrap();
+    assert!(
+        server
+            .get("/app/echo")
+            .await
+            .text()
+            .contains("GREETING=from-v2")
+    );
+
+    // What an operator does by hand: point the route at v1's module,
+    // leaving `version` at 2.
+    let db = rusqlite::Connection::open(server.data_dir.path().join("routes.sqlite3")).unwrap();
+    db.execute(
+        "UPDATE live SET module = ?1 WHERE route = '/app'",
+        [&v1.key],
+    )
+    .unwrap();
+    let followed = eventually(Duration::from_secs(10), || async {
+        server.get("/app/env").await.text() == "GREETING=from-v1\n"
+    })
+    .await;
+    assert!(
+        followed.is_some(),
+        "v1's module is served with v1's bindings"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_part_never_runs() {
+    let server = TestServer::start().await;
+    let report = server
+        .deploy_with(
+            "/isqrt",
+            ISQRT_MAIN,
+            ISQRT_METADATA,
+            &[("wasmprogram", ISQRT_LIB)],
+        )
+        .await
+        .unwrap();
+    let part = server.data_dir.path().join(&report.parts[0].key);
+    let mut tampered = ISQRT_LIB.to_vec();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 0xff;
+    std::fs::write(&part, &tampered).unwrap();
+
+    let reply = server.get("/isqrt?n=16").await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    std::fs::write(&part, ISQRT_LIB).unwrap();
+    assert_eq!(
+        server.get("/isqrt?n=16").await.status,
+        200,
+        "failures are not cached"
+    );
 }

@@ -316,6 +316,8 @@ pub fn cli_err(data_dir: &Path, args: &[&str]) -> String {
 pub struct ServeProcess {
     pub child: Child,
     pub addr: std::net::SocketAddr,
+    /// Every line the server logged to stdout so far.
+    pub log: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl ServeProcess {
@@ -342,8 +344,25 @@ impl ServeProcess {
             }
         };
         // Keep draining the log so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        ServeProcess { child, addr }
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        ServeProcess { child, addr, log }
+    }
+
+    /// The log lines that contain every one of `needles`.
+    pub fn log_lines_with(&self, needles: &[&str]) -> Vec<String> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|line| needles.iter().all(|n| line.contains(n)))
+            .cloned()
+            .collect()
     }
 }
 

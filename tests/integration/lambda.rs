@@ -65,6 +65,21 @@ async fn api_gateway_v2_and_function_urls_keep_the_raw_query_and_text_body() {
     }
 }
 
+#[test]
+fn the_client_address_comes_from_the_event() {
+    for (name, expected) in [
+        ("apigw_v1_proxy_request", "192.168.100.1"),
+        ("apigw_v2_proxy_request", "IP"),
+        ("lambda_function_url_request", "65.78.31.245"),
+        ("alb_request", "72.21.198.66"),
+    ] {
+        let event = fixture(name).to_string();
+        let request = lambda_http::request::from_str(&event).expect("a valid event");
+        let (_, info) = to_gateway_request(request);
+        assert_eq!(info.remote_addr.as_deref(), Some(expected), "{name}");
+    }
+}
+
 #[tokio::test]
 async fn alb_events_convert() {
     let (request, body) = converted(&fixture("alb_request")).await;
