@@ -75,7 +75,10 @@ pub fn engine(settings: &Settings) -> anyhow::Result<Arc<WasmEngine>> {
 }
 
 #[cfg(feature = "aws")]
-pub use aws::{http_client as aws_http_client, sdk_config as aws_sdk_config};
+pub use aws::{
+    caller_identity as aws_caller_identity, http_client as aws_http_client,
+    sdk_config as aws_sdk_config,
+};
 
 #[cfg(feature = "aws")]
 mod aws {
@@ -113,6 +116,22 @@ mod aws {
             .timeout_config(timeouts)
             .load()
             .await
+    }
+
+    /// The ARN of the AWS identity the credentials belong to (STS
+    /// GetCallerIdentity), for the history; `None` when it cannot be read.
+    pub async fn caller_identity() -> Option<String> {
+        let config = sdk_config().await;
+        let sts = aws_sdk_sts::Client::new(&config);
+        let call = sts.get_caller_identity().send();
+        match tokio::time::timeout(Duration::from_secs(5), call).await {
+            Ok(Ok(identity)) => identity.arn,
+            Ok(Err(error)) => {
+                tracing::debug!(error = %aws_sdk_sts::error::DisplayErrorContext(&error), "no AWS identity for the history");
+                None
+            }
+            Err(_) => None,
+        }
     }
 
     /// S3 + DynamoDB, configured from the standard AWS environment (region,

@@ -143,6 +143,21 @@ pub struct ServeSettings {
     #[arg(long, env = "WASMGATE_DRAIN_TIMEOUT_MS", default_value_t = 10_000,
           value_parser = number("WASMGATE_DRAIN_TIMEOUT_MS", "milliseconds", 0, 3_600_000))]
     pub drain_timeout_ms: u64,
+
+    /// Enables the admin API under /_wasmgate/ (uploads, promote,
+    /// rollouts): every call must bear `Authorization: Bearer <token>`.
+    #[arg(long, env = "WASMGATE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Largest module part of an admin upload.
+    #[arg(long, env = "WASMGATE_ADMIN_MAX_PART_MB", default_value_t = 64,
+          value_parser = number("WASMGATE_ADMIN_MAX_PART_MB", "MiB", 1, 4096))]
+    pub admin_max_part_mb: u64,
+
+    /// Largest whole admin upload.
+    #[arg(long, env = "WASMGATE_ADMIN_MAX_UPLOAD_MB", default_value_t = 128,
+          value_parser = number("WASMGATE_ADMIN_MAX_UPLOAD_MB", "MiB", 1, 8192))]
+    pub admin_max_upload_mb: u64,
 }
 
 impl ServeSettings {

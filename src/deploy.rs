@@ -14,8 +14,8 @@ use serde::Serialize;
 
 use crate::modules::{ModuleKey, ModuleStore, PutOutcome, StoreError};
 use crate::routes::{
-    ChangeNote, LivePointer, NewVersion, PointerChange, RouteName, RouteTable, TableError, Version,
-    live_of,
+    ChangeNote, LivePointer, NewVersion, PointerChange, RouteName, RouteTable, Split, TableError,
+    Version, live_of, new_preview_token, random_hex,
 };
 use crate::runtime::bindings::{DeployMetadata, MetadataError};
 use crate::runtime::{LibraryModule, LoadError, WasmEngine};
@@ -47,8 +47,10 @@ pub enum DeployError {
     NothingToRollBack(String),
     #[error("version {version} is already live on {route}")]
     AlreadyLive { route: String, version: u64 },
+    #[error("refusing to roll out: {0}")]
+    BadRollout(String),
     #[error(
-        "version {version} of {route} was recorded but did not go live: {source}. Make it live with `wasmgate rollback {route} --to {version}`"
+        "version {version} of {route} was recorded but did not go live: {source}. Make it live with `wasmgate promote {route} {version}`"
     )]
     RecordedNotLive {
         route: String,
@@ -73,6 +75,8 @@ pub struct DeployReport {
     pub parts: Vec<StoredPart>,
     /// The version's bindings, as `name:type` (no values).
     pub bindings: Vec<String>,
+    /// Reaches this version with the `x-wasmgate-preview` header.
+    pub preview_token: Option<String>,
 }
 
 /// A part stored for a `wasm_module` binding.
@@ -102,13 +106,71 @@ impl DeployBundle {
     }
 }
 
-/// What a rollback did.
+/// What a rollback or a promote did.
 #[derive(Debug, Clone, Serialize)]
 pub struct RollbackReport {
     pub route: String,
     pub from_version: Option<u64>,
     pub to_version: u64,
     pub module: String,
+    /// The candidate of the rollout this ended, if one was in progress.
+    pub ended_rollout: Option<u64>,
+}
+
+/// The history actions that move the live pointer (a rollout only splits
+/// traffic beside it).
+const MOVES: [&str; 3] = ["deploy", "rollback", "promote"];
+
+/// A weighted rollout to start: see [`Split`].
+#[derive(Debug, Clone)]
+pub struct RolloutPlan {
+    pub to: u64,
+    pub percent: f64,
+    pub sticky_header: Option<String>,
+    pub max_error_rate: Option<f64>,
+    pub window_secs: u64,
+    pub min_requests: u64,
+}
+
+impl RolloutPlan {
+    fn check(&self) -> Result<(), String> {
+        if !(self.percent > 0.0 && self.percent < 100.0) {
+            return Err(format!(
+                "--percent {} must be above 0 and below 100 (use promote for 100, rollback for 0)",
+                self.percent
+            ));
+        }
+        if let Some(header) = &self.sticky_header
+            && http::HeaderName::from_bytes(header.as_bytes()).is_err()
+        {
+            return Err(format!("--sticky-header {header:?} is not a header name"));
+        }
+        if let Some(rate) = self.max_error_rate
+            && !(rate > 0.0 && rate <= 100.0)
+        {
+            return Err(format!(
+                "--max-error-rate {rate} must be a percentage above 0, at most 100"
+            ));
+        }
+        if !(1..=3600).contains(&self.window_secs) {
+            return Err(format!(
+                "--window {}s must be between 1s and 1h",
+                self.window_secs
+            ));
+        }
+        if self.min_requests == 0 {
+            return Err("--min-requests must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// What a rollout did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RolloutReport {
+    pub route: String,
+    pub live_version: Option<u64>,
+    pub split: Split,
 }
 
 /// A route's versions, its live pointer and the pointer's history.
@@ -151,6 +213,19 @@ impl Deployer {
         route: &RouteName,
         bundle: DeployBundle,
         actor: &str,
+    ) -> Result<DeployReport, DeployError> {
+        self.deploy_as(route, bundle, actor, false).await
+    }
+
+    /// Like [`Deployer::deploy`]; with `preview`, the version is recorded but
+    /// the live pointer is left alone: the version is reachable only with
+    /// its preview token until it is promoted.
+    pub async fn deploy_as(
+        &self,
+        route: &RouteName,
+        bundle: DeployBundle,
+        actor: &str,
+        preview: bool,
     ) -> Result<DeployReport, DeployError> {
         let DeployBundle {
             main,
@@ -208,13 +283,31 @@ impl Deployer {
                     actor: actor.to_string(),
                     metadata: spec.to_stored(),
                     secrets,
+                    preview_token: new_preview_token(),
                 },
             )
             .await?;
+        let report = DeployReport {
+            route: route.to_string(),
+            key: key.to_string(),
+            uploaded: stored == PutOutcome::Uploaded,
+            version: version.number,
+            live: !preview,
+            abi: loaded.abi().to_string(),
+            parts: stored_parts,
+            bindings,
+            preview_token: version.preview_token.clone(),
+        };
+        if preview {
+            return Ok(report);
+        }
         let note = ChangeNote {
             actor: actor.to_string(),
             action: "deploy".into(),
-            reason: None,
+            reason: expected
+                .as_ref()
+                .and_then(|l| l.split.as_ref())
+                .map(|s| format!("ended the rollout of {}", s.describe())),
         };
         self.table
             .flip(route, expected.as_ref(), &version, note)
@@ -224,21 +317,14 @@ impl Deployer {
                 version: version.number,
                 source,
             })?;
-        Ok(DeployReport {
-            route: route.to_string(),
-            key: key.to_string(),
-            uploaded: stored == PutOutcome::Uploaded,
-            version: version.number,
-            live: true,
-            abi: loaded.abi().to_string(),
-            parts: stored_parts,
-            bindings,
-        })
+        Ok(report)
     }
 
     /// Makes an earlier version live again: `to`, or by default the version
-    /// that was live before the current one. Fails when there is no such
-    /// version, when it is already live, or on a concurrent change.
+    /// that was live before the current one. During a rollout, a rollback
+    /// without `to` ends the rollout and leaves the live version as it is.
+    /// Fails when there is no such version, when it is already live, or on
+    /// a concurrent change.
     pub async fn rollback(
         &self,
         route: &RouteName,
@@ -246,6 +332,48 @@ impl Deployer {
         actor: &str,
     ) -> Result<RollbackReport, DeployError> {
         let live = live_of(self.table.as_ref(), route).await?;
+        if to.is_none()
+            && let Some(current) = &live
+            && let Some(split) = &current.split
+        {
+            let note = ChangeNote {
+                actor: actor.to_string(),
+                action: "rollback".into(),
+                reason: Some(format!("ended the rollout of {}", split.describe())),
+            };
+            self.table.set_split(route, current, None, note).await?;
+            return Ok(RollbackReport {
+                route: route.to_string(),
+                from_version: current.version,
+                to_version: current.version.unwrap_or_default(),
+                module: current.module.clone(),
+                ended_rollout: Some(split.version),
+            });
+        }
+        self.flip_to(route, live, to, actor, "rollback").await
+    }
+
+    /// Makes version `number` live, ending any rollout: the move after a
+    /// preview or a rollout of it.
+    pub async fn promote(
+        &self,
+        route: &RouteName,
+        number: u64,
+        actor: &str,
+    ) -> Result<RollbackReport, DeployError> {
+        let live = live_of(self.table.as_ref(), route).await?;
+        self.flip_to(route, live, Some(number), actor, "promote")
+            .await
+    }
+
+    async fn flip_to(
+        &self,
+        route: &RouteName,
+        live: Option<LivePointer>,
+        to: Option<u64>,
+        actor: &str,
+        action: &str,
+    ) -> Result<RollbackReport, DeployError> {
         let versions = self.table.versions(route).await?;
         if versions.is_empty() && live.is_none() {
             return Err(DeployError::UnknownRoute(route.to_string()));
@@ -265,16 +393,24 @@ impl Deployer {
         if let Some(current) = &live
             && current.version == Some(wanted)
             && current.module == target.module
+            && current.split.is_none()
         {
             return Err(DeployError::AlreadyLive {
                 route: route.to_string(),
                 version: wanted,
             });
         }
+        let ended_rollout = live
+            .as_ref()
+            .and_then(|l| l.split.as_ref())
+            .map(|s| s.version);
         let note = ChangeNote {
             actor: actor.to_string(),
-            action: "rollback".into(),
-            reason: None,
+            action: action.into(),
+            reason: live
+                .as_ref()
+                .and_then(|l| l.split.as_ref())
+                .map(|s| format!("ended the rollout of {}", s.describe())),
         };
         self.table.flip(route, live.as_ref(), target, note).await?;
         Ok(RollbackReport {
@@ -282,6 +418,64 @@ impl Deployer {
             from_version: live.and_then(|l| l.version),
             to_version: wanted,
             module: target.module.clone(),
+            ended_rollout,
+        })
+    }
+
+    /// Sends `plan.percent`% of `route`'s requests to version `plan.to`, the
+    /// rest to the live version, replacing any rollout in progress. The
+    /// split is a conditional write on the live pointer.
+    pub async fn rollout(
+        &self,
+        route: &RouteName,
+        plan: RolloutPlan,
+        actor: &str,
+    ) -> Result<RolloutReport, DeployError> {
+        plan.check().map_err(DeployError::BadRollout)?;
+        let live = live_of(self.table.as_ref(), route).await?.ok_or_else(|| {
+            DeployError::BadRollout(format!(
+                "{route} has no live version to split traffic with; deploy one first"
+            ))
+        })?;
+        let versions = self.table.versions(route).await?;
+        let target = versions
+            .iter()
+            .find(|v| v.number == plan.to)
+            .ok_or_else(|| DeployError::NoSuchVersion {
+                route: route.to_string(),
+                wanted: plan.to,
+                have: describe_versions(&versions),
+            })?;
+        if live.version == Some(plan.to) && live.module == target.module {
+            return Err(DeployError::BadRollout(format!(
+                "version {} is the live version of {route}; roll out another one",
+                plan.to
+            )));
+        }
+        let split = Split {
+            id: random_hex::<8>(),
+            version: target.number,
+            module: target.module.clone(),
+            percent: plan.percent,
+            sticky_header: plan.sticky_header.map(|h| h.to_ascii_lowercase()),
+            max_error_rate: plan.max_error_rate,
+            window_secs: plan.window_secs,
+            min_requests: plan.min_requests,
+            metadata: target.metadata.clone(),
+        };
+        let note = ChangeNote {
+            actor: actor.to_string(),
+            action: "rollout".into(),
+            reason: Some(split.describe()),
+        };
+        let pointer = self
+            .table
+            .set_split(route, &live, Some(split.clone()), note)
+            .await?;
+        Ok(RolloutReport {
+            route: route.to_string(),
+            live_version: pointer.version,
+            split,
         })
     }
 
@@ -301,6 +495,7 @@ impl Deployer {
         changes
             .iter()
             .rev()
+            .filter(|c| MOVES.contains(&c.action.as_str()))
             .find(|c| c.to_module == live.module && c.to_version == live.version)
             .and_then(|c| c.from_version)
             .ok_or_else(|| {

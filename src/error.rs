@@ -15,7 +15,7 @@ use crate::runtime::GuestError;
 use crate::secrets::SecretError;
 
 /// A request that could not be served.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum GatewayError {
     #[error("bad request: {0}")]
     BadRequest(String),

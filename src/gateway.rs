@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Request, Response};
@@ -19,13 +20,15 @@ use http::{HeaderValue, Request, Response};
 use crate::body::Body;
 use crate::error::GatewayError;
 use crate::modules::{CacheOutcome, ModuleCache, ModuleKey, ModuleStore};
-use crate::routes::{LivePointer, Resolved, RouteCache, RouteTable, TableError};
+use crate::routes::{ChangeNote, LivePointer, Resolved, RouteCache, RouteTable, Split, TableError};
 use crate::runtime::bindings::{Binding, SecretRef, VersionSpec, environment};
 use crate::runtime::{Grants, GuestError, Invocation, LoadedModule, WasmEngine};
 use crate::secrets::{SECRET_TTL, SecretResolver};
 
 /// The header carrying the request id, read from the client and echoed back.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// The header whose value (a version's preview token) reaches that version.
+pub const PREVIEW_HEADER: &str = "x-wasmgate-preview";
 
 /// Settings of the gateway itself.
 #[derive(Debug, Clone)]
@@ -66,6 +69,7 @@ pub struct Gateway {
     /// by reference are read again after it.
     deployments: moka::future::Cache<DeploymentKey, Arc<Deployment>>,
     secrets: Arc<dyn SecretResolver>,
+    rollouts: crate::rollout::RolloutMonitor,
     engine: Arc<WasmEngine>,
 }
 
@@ -85,8 +89,33 @@ impl Gateway {
                 .time_to_live(SECRET_TTL)
                 .build(),
             secrets,
+            rollouts: Default::default(),
             engine,
         }
+    }
+
+    /// Ends the rollout on `live` after its candidate failed too often: a
+    /// write conditional on the rollout's id, so of the servers that trip
+    /// together exactly one lands it; the others find it ended.
+    fn end_rollout(&self, live: Arc<LivePointer>, reason: String) {
+        let table = self.routes.table().clone();
+        tracing::warn!(route = %live.route, %reason, "ending a rollout");
+        tokio::spawn(async move {
+            let note = ChangeNote {
+                actor: "wasmgate (auto-rollback)".into(),
+                action: "auto-rollback".into(),
+                reason: Some(reason),
+            };
+            match table.set_split(&live.route, &live, None, note).await {
+                Ok(_) => tracing::warn!(route = %live.route, "rollout ended by auto-rollback"),
+                Err(TableError::Conflict { .. }) => {
+                    tracing::info!(route = %live.route, "rollout already ended or changed elsewhere")
+                }
+                Err(error) => {
+                    tracing::error!(route = %live.route, %error, "could not end the rollout; this server sends it no more traffic")
+                }
+            }
+        });
     }
 
     /// Serves one request. Always answers: errors become plain-text responses.
@@ -120,6 +149,13 @@ impl Gateway {
         if let Ok(value) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert(REQUEST_ID_HEADER, value);
         }
+        if let Some((live, split)) = &trace.rollout
+            && let Some(reason) = self
+                .rollouts
+                .record(split, response.status().is_server_error())
+        {
+            self.end_rollout(live.clone(), reason);
+        }
         tracing::info!(
             target: "wasmgate::request",
             request_id = %request_id,
@@ -130,6 +166,7 @@ impl Gateway {
             module = trace.module.as_deref().unwrap_or("-"),
             status = response.status().as_u16(),
             duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            rollout = if trace.rollout.is_some() { "candidate" } else { "-" },
             route_cache = trace.route_cache.map(|c| c.as_str()).unwrap_or("-"),
             module_cache = trace.module_cache.map(|c| c.as_str()).unwrap_or("-"),
             "request"
@@ -190,18 +227,52 @@ impl Gateway {
             })
             .ok_or_else(|| GatewayError::BadRequest("the request has no Host header".into()))?;
 
-        let (resolved, route_cache) = self
-            .routes
-            .resolve(Some(&host), request.uri().path())
-            .await
-            .map_err(GatewayError::Table)?;
+        // The preview token reaches a version on purpose only; the guest
+        // never sees it.
+        let mut request = request;
+        let preview = request.headers_mut().remove(PREVIEW_HEADER);
+        let (resolved, route_cache) = match &preview {
+            Some(token) => self
+                .routes
+                .resolve_preview(
+                    Some(&host),
+                    request.uri().path(),
+                    token.to_str().unwrap_or(""),
+                )
+                .await
+                .map_err(GatewayError::Table)?,
+            None => self
+                .routes
+                .resolve(Some(&host), request.uri().path())
+                .await
+                .map_err(GatewayError::Table)?,
+        };
         trace.route_cache = Some(route_cache);
-        let pointer = match resolved {
+        let mut pointer = match resolved {
             Resolved::Found(pointer) => pointer,
+            Resolved::Missing if preview.is_some() => {
+                return Err(GatewayError::NoRoute(format!(
+                    "{} with this preview token",
+                    request.uri().path()
+                )));
+            }
             Resolved::Missing => {
                 return Err(GatewayError::NoRoute(request.uri().path().to_string()));
             }
         };
+        if let Some(split) = &pointer.split
+            && !self.rollouts.tripped(&split.id)
+            && crate::rollout::to_candidate(split, request.headers())
+        {
+            trace.rollout = Some((pointer.clone(), split.clone()));
+            pointer = Arc::new(LivePointer {
+                module: split.module.clone(),
+                version: Some(split.version),
+                metadata: Some(split.metadata.clone()),
+                split: None,
+                ..(*pointer).clone()
+            });
+        }
         trace.route = Some(pointer.route.to_string());
         trace.version = pointer.version;
         trace.module = Some(pointer.module.clone());
@@ -215,11 +286,25 @@ impl Gateway {
             trace.module_cache = Some(CacheOutcome::Hit);
             return Ok((pointer, deployment, request));
         }
-        // Not memoised with try_get_with: the parts it waits on (module
-        // cache, table) already share concurrent loads.
-        let (deployment, module_cache) = self.deploy(&pointer).await?;
-        trace.module_cache = Some(module_cache);
-        self.deployments.insert(id, deployment.clone()).await;
+        // Concurrent cold requests for one version share one readying: one
+        // read of its secrets, not one per request.
+        let compiled_here = AtomicBool::new(false);
+        let deployment = self
+            .deployments
+            .entry(id)
+            .or_try_insert_with(async {
+                let (deployment, outcome) = self.deploy(&pointer).await?;
+                compiled_here.store(outcome == CacheOutcome::Miss, Ordering::Relaxed);
+                Ok::<_, GatewayError>(deployment)
+            })
+            .await
+            .map_err(|error| (*error).clone())?
+            .into_value();
+        trace.module_cache = Some(if compiled_here.load(Ordering::Relaxed) {
+            CacheOutcome::Miss
+        } else {
+            CacheOutcome::Hit
+        });
         Ok((pointer, deployment, request))
     }
 
@@ -293,6 +378,9 @@ impl Gateway {
 /// What the request log line reports.
 #[derive(Default)]
 struct Trace {
+    /// Set when the request went to a rollout's candidate: the live pointer
+    /// and its split, for the auto-rollback count.
+    rollout: Option<(Arc<LivePointer>, Split)>,
     route: Option<String>,
     version: Option<u64>,
     module: Option<String>,

@@ -44,9 +44,14 @@
 //! | `WASMGATE_POOLING` | `auto` | pooling allocator: `auto`, `on`, `off` |
 //! | `WASMGATE_ADDR` / `PORT` | `0.0.0.0:8080` | listener address |
 //! | `WASMGATE_DRAIN_TIMEOUT_MS` | `10000` | time in-flight requests get after SIGTERM |
+//! | `WASMGATE_ADMIN_TOKEN` | | enables the admin API under `/_wasmgate/` (bearer token, 16+ characters) |
+//! | `WASMGATE_ADMIN_MAX_PART_MB`, `WASMGATE_ADMIN_MAX_UPLOAD_MB` | `64`, `128` | admin upload limits per module and in all |
+//! | `WASMGATE_ACTOR` | | who the CLI records in the history |
 //! | `WASMGATE_LAMBDA_INVOKE_MODE` | `buffered` | Lambda: `buffered` or `response-stream` |
 //! | `WASMGATE_LOG` | `info` | log filter |
 
+#[cfg(feature = "http")]
+pub mod admin;
 pub mod backend;
 pub mod body;
 pub mod config;
@@ -55,6 +60,7 @@ pub mod error;
 pub mod front;
 pub mod gateway;
 pub mod modules;
+pub mod rollout;
 pub mod routes;
 pub mod runtime;
 pub mod secrets;

@@ -78,18 +78,70 @@ enum Command {
         /// A module a wasm_module binding names, as NAME=FILE (repeatable).
         #[arg(long = "part", value_name = "NAME=FILE", value_parser = parse_part)]
         parts: Vec<(String, PathBuf)>,
-        /// Who is deploying, for the history [default: $USER].
+        /// Record the version without making it live: it is reachable only
+        /// with its preview token (printed) until `wasmgate promote`.
+        #[arg(long)]
+        preview: bool,
+        /// Who is deploying, for the history [default: the AWS identity
+        /// with the aws backend, else $USER].
         #[arg(long, env = "WASMGATE_ACTOR")]
         actor: Option<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
     },
-    /// Make an earlier version of a route live again.
+    /// Make an earlier version of a route live again; during a rollout,
+    /// end the rollout (the live version stays).
     Rollback {
         /// The route, as deployed: `/path` or `host/path`.
         route: RouteName,
         /// The version to make live [default: the one live before the current one].
         #[arg(long)]
         to: Option<u64>,
-        /// Who is rolling back, for the history [default: $USER].
+        /// Who is rolling back, for the history [default: the AWS identity
+        /// with the aws backend, else $USER].
+        #[arg(long, env = "WASMGATE_ACTOR")]
+        actor: Option<String>,
+    },
+    /// Make version N of a route live (after a preview or a rollout),
+    /// ending any rollout.
+    Promote {
+        /// The route: `/path` or `host/path`.
+        route: RouteName,
+        /// The version to make live.
+        version: u64,
+        /// Who is promoting, for the history [default: the AWS identity
+        /// with the aws backend, else $USER].
+        #[arg(long, env = "WASMGATE_ACTOR")]
+        actor: Option<String>,
+    },
+    /// Send a share of a route's requests to version N, the rest to the
+    /// live version. `promote` or `rollback` ends it.
+    Rollout {
+        /// The route: `/path` or `host/path`.
+        route: RouteName,
+        /// The candidate version.
+        #[arg(long)]
+        to: u64,
+        /// Its share of requests, in percent (above 0, below 100).
+        #[arg(long)]
+        percent: f64,
+        /// Keep each client on one version: the hash of this request
+        /// header's value picks it (else each request is drawn at random).
+        #[arg(long, value_name = "HEADER")]
+        sticky_header: Option<String>,
+        /// End the rollout on its own when more than this percentage of the
+        /// candidate's answers are 5xx (counted by each server).
+        #[arg(long, value_name = "PERCENT")]
+        max_error_rate: Option<f64>,
+        /// The window the error rate is measured over.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        window: std::time::Duration,
+        /// Fewest candidate requests in the window before it can trip.
+        #[arg(long, default_value_t = wasmgate::routes::DEFAULT_MIN_REQUESTS)]
+        min_requests: u64,
+        /// Who is rolling out, for the history [default: the AWS identity
+        /// with the aws backend, else $USER].
         #[arg(long, env = "WASMGATE_ACTOR")]
         actor: Option<String>,
     },
@@ -97,9 +149,16 @@ enum Command {
     History {
         /// The route: `/path` or `host/path`.
         route: RouteName,
+        /// Print it as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// List every route and its live version.
-    Routes,
+    Routes {
+        /// Print them as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -159,14 +218,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             route,
             metadata,
             parts,
+            preview,
             actor,
+            json,
         } => {
             let bundle = read_bundle(&file, metadata.as_deref(), parts)?;
             let engine = cli_engine()?;
+            let actor = actor_of(actor, &settings).await;
             let report = backends
                 .deployer(engine)
-                .deploy(&route, bundle, &actor_or_user(actor))
+                .deploy_as(&route, bundle, &actor, preview)
                 .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                return Ok(());
+            }
             println!("module:  {}", report.key);
             if report.uploaded {
                 println!("stored:  uploaded to {}", backends.store.location());
@@ -185,32 +251,101 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("bindings: {}", report.bindings.join(", "));
             }
             println!("route:   {} ({})", report.route, report.abi);
-            println!("version: {} (live)", report.version);
+            match (&report.preview_token, report.live) {
+                (_, true) => println!("version: {} (live)", report.version),
+                (Some(token), false) => {
+                    println!("version: {} (preview, not live)", report.version);
+                    println!(
+                        "preview: curl -H '{}: {token}' http://HOST{}",
+                        wasmgate::gateway::PREVIEW_HEADER,
+                        report.route.find('/').map_or("/", |i| &report.route[i..])
+                    );
+                    println!(
+                        "promote: wasmgate promote {} {}",
+                        report.route, report.version
+                    );
+                }
+                (None, false) => println!("version: {} (not live)", report.version),
+            }
             Ok(())
         }
         Command::Rollback { route, to, actor } => {
             let engine = cli_engine()?;
+            let actor = actor_of(actor, &settings).await;
             let report = backends
                 .deployer(engine)
-                .rollback(&route, to, &actor_or_user(actor))
+                .rollback(&route, to, &actor)
                 .await?;
-            let from = report
-                .from_version
-                .map_or_else(|| "-".to_string(), |v| v.to_string());
+            print_flip(&report);
+            Ok(())
+        }
+        Command::Promote {
+            route,
+            version,
+            actor,
+        } => {
+            let engine = cli_engine()?;
+            let actor = actor_of(actor, &settings).await;
+            let report = backends
+                .deployer(engine)
+                .promote(&route, version, &actor)
+                .await?;
+            print_flip(&report);
+            Ok(())
+        }
+        Command::Rollout {
+            route,
+            to,
+            percent,
+            sticky_header,
+            max_error_rate,
+            window,
+            min_requests,
+            actor,
+        } => {
+            let engine = cli_engine()?;
+            let actor = actor_of(actor, &settings).await;
+            let plan = wasmgate::deploy::RolloutPlan {
+                to,
+                percent,
+                sticky_header,
+                max_error_rate,
+                window_secs: window.as_secs(),
+                min_requests,
+            };
+            let report = backends
+                .deployer(engine)
+                .rollout(&route, plan, &actor)
+                .await?;
+            let live = report
+                .live_version
+                .map_or_else(|| "the live module".to_string(), |v| format!("v{v}"));
             println!(
-                "{}: version {} is live (was {from}); servers follow within the route TTL",
-                report.route, report.to_version
+                "{}: {}, the rest to {live}; servers follow within the route TTL",
+                report.route,
+                report.split.describe()
             );
-            println!("module:  {}", report.module);
+            println!(
+                "end it: wasmgate promote {} {} | wasmgate rollback {}",
+                report.route, report.split.version, report.route
+            );
             Ok(())
         }
-        Command::History { route } => {
+        Command::History { route, json } => {
             let history = wasmgate::deploy::route_history(backends.table.as_ref(), &route).await?;
-            print_history(&history);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&history)?);
+            } else {
+                print_history(&history);
+            }
             Ok(())
         }
-        Command::Routes => {
+        Command::Routes { json } => {
             let routes = backends.table.list().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&routes)?);
+                return Ok(());
+            }
             if routes.is_empty() {
                 println!("no routes yet: deploy one with `wasmgate deploy FILE --route /path`");
             }
@@ -225,6 +360,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     live.updated_at,
                     live.module
                 );
+                if let Some(split) = &live.split {
+                    println!("{:<32} rollout: {}", "", split.describe());
+                }
             }
             Ok(())
         }
@@ -239,9 +377,29 @@ async fn serve_http(
     let engine = backend::engine(settings)?;
     let gateway = Arc::new(backends.gateway(engine.clone(), settings));
     let addr = serve.listen_addr();
-    let listener = wasmgate::front::listener::Listener::bind(addr, gateway)
+    let mut listener = wasmgate::front::listener::Listener::bind(addr, gateway)
         .await
         .with_context(|| format!("listening on {addr}"))?;
+    match serve.admin_token.as_deref().filter(|t| !t.is_empty()) {
+        Some(token) => {
+            anyhow::ensure!(
+                token.len() >= 16,
+                "WASMGATE_ADMIN_TOKEN must be at least 16 characters (e.g. `openssl rand -hex 32`)"
+            );
+            let admin = wasmgate::admin::AdminApi::new(
+                token,
+                backends.deployer(engine.clone()),
+                backends.table.clone(),
+                wasmgate::admin::UploadLimits {
+                    part_bytes: serve.admin_max_part_mb << 20,
+                    total_bytes: serve.admin_max_upload_mb << 20,
+                },
+            );
+            listener = listener.with_admin(Arc::new(admin));
+            tracing::info!("admin API enabled under /_wasmgate/");
+        }
+        None => tracing::info!("admin API off (set WASMGATE_ADMIN_TOKEN to enable it)"),
+    }
     tracing::info!(
         addr = %listener.local_addr()?,
         data_dir = %settings.data_dir.display(),
@@ -386,6 +544,45 @@ fn read_bundle(
         }
     }
     Ok(bundle)
+}
+
+fn print_flip(report: &wasmgate::deploy::RollbackReport) {
+    if let Some(candidate) = report.ended_rollout
+        && report.from_version == Some(report.to_version)
+    {
+        println!(
+            "{}: rollout of v{candidate} ended; version {} stays live; servers follow within the route TTL",
+            report.route, report.to_version
+        );
+        return;
+    }
+    let from = report
+        .from_version
+        .map_or_else(|| "-".to_string(), |v| v.to_string());
+    println!(
+        "{}: version {} is live (was {from}); servers follow within the route TTL",
+        report.route, report.to_version
+    );
+    if let Some(candidate) = report.ended_rollout {
+        println!("rollout of v{candidate} ended");
+    }
+    println!("module:  {}", report.module);
+}
+
+/// Who is acting, for the history: `--actor`, else the AWS identity (with
+/// the aws backend), else the OS user.
+async fn actor_of(actor: Option<String>, settings: &Settings) -> String {
+    if let Some(actor) = actor.filter(|a| !a.trim().is_empty()) {
+        return actor;
+    }
+    #[cfg(feature = "aws")]
+    if settings.backend == BackendKind::Aws
+        && let Some(arn) = backend::aws_caller_identity().await
+    {
+        return arn;
+    }
+    let _ = settings;
+    actor_or_user(None)
 }
 
 fn actor_or_user(actor: Option<String>) -> String {

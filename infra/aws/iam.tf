@@ -41,6 +41,18 @@ data "aws_iam_policy_document" "server" {
     resources = [aws_dynamodb_table.routes.arn]
   }
 
+  # Auto-rollback: a server ends a failing rollout with one TransactWriteItems
+  # (an UpdateItem of the live item, conditional on the rollout's id, and a
+  # PutItem of its history record).
+  statement {
+    sid = "EndFailingRollouts"
+    actions = [
+      "dynamodb:UpdateItem",
+      "dynamodb:PutItem",
+    ]
+    resources = [aws_dynamodb_table.routes.arn]
+  }
+
   # secret_ref bindings: only the secrets and parameters in var.secret_arns.
   dynamic "statement" {
     for_each = length(var.secret_arns) > 0 ? [var.secret_arns] : []
@@ -117,14 +129,15 @@ data "aws_iam_policy_document" "deployer" {
     resources = [aws_s3_bucket.modules.arn]
   }
 
-  # A TransactWriteItems call is authorized per item (PutItem here): IAM has
-  # no dynamodb:TransactWriteItems action.
+  # A TransactWriteItems call is authorized per item (PutItem, and UpdateItem
+  # for rollouts): IAM has no dynamodb:TransactWriteItems action.
   statement {
     sid = "ReadWriteRoutes"
     actions = [
       "dynamodb:BatchGetItem",
       "dynamodb:GetItem",
       "dynamodb:PutItem",
+      "dynamodb:UpdateItem",
       "dynamodb:Query",
       "dynamodb:Scan",
     ]

@@ -15,6 +15,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
+use crate::admin::AdminApi;
 use crate::body::BoxError;
 use crate::gateway::{Gateway, RequestInfo};
 
@@ -25,13 +26,24 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Listener {
     tcp: TcpListener,
     gateway: Arc<Gateway>,
+    admin: Option<Arc<AdminApi>>,
 }
 
 impl Listener {
     /// Binds `addr`. Fails when the address is taken or not ours.
     pub async fn bind(addr: SocketAddr, gateway: Arc<Gateway>) -> std::io::Result<Self> {
         let tcp = TcpListener::bind(addr).await?;
-        Ok(Listener { tcp, gateway })
+        Ok(Listener {
+            tcp,
+            gateway,
+            admin: None,
+        })
+    }
+
+    /// Serves the admin API under `/_wasmgate/` too.
+    pub fn with_admin(mut self, admin: Arc<AdminApi>) -> Self {
+        self.admin = Some(admin);
+        self
     }
 
     /// The address actually bound (port 0 resolved).
@@ -63,9 +75,15 @@ impl Listener {
                     };
                     let _ = stream.set_nodelay(true);
                     let gateway = self.gateway.clone();
+                    let admin = self.admin.clone();
                     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
                         let gateway = gateway.clone();
-                        async move { Ok::<_, std::convert::Infallible>(handle(&gateway, request, peer).await) }
+                        let admin = admin.clone();
+                        async move {
+                            Ok::<_, std::convert::Infallible>(
+                                handle(&gateway, admin.as_deref(), request, peer).await,
+                            )
+                        }
                     });
                     let conn = http.serve_connection(TokioIo::new(stream), service);
                     let conn = graceful.watch(conn);
@@ -95,6 +113,7 @@ impl Listener {
 
 async fn handle(
     gateway: &Gateway,
+    admin: Option<&AdminApi>,
     request: hyper::Request<Incoming>,
     peer: std::net::SocketAddr,
 ) -> hyper::Response<crate::body::Body> {
@@ -103,6 +122,11 @@ async fn handle(
         .get("x-forwarded-proto")
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
     let request = request.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed_unsync());
+    if let Some(admin) = admin
+        && AdminApi::owns(request.uri().path())
+    {
+        return admin.handle(request).await;
+    }
     gateway
         .handle(
             request,

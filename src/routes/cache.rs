@@ -28,6 +28,16 @@ pub enum Resolved {
 pub struct RouteCache {
     table: Arc<dyn RouteTable>,
     entries: Option<moka::future::Cache<(String, String), Resolved>>,
+    /// Preview lookups by (host, path, token).
+    previews: Option<moka::future::Cache<(String, String, String), Resolved>>,
+}
+
+/// A preview token's form: 32 lowercase hex digits.
+fn is_preview_token(token: &str) -> bool {
+    token.len() == 32
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl RouteCache {
@@ -39,7 +49,64 @@ impl RouteCache {
                 .time_to_live(ttl)
                 .build()
         });
-        RouteCache { table, entries }
+        let previews = (!ttl.is_zero()).then(|| {
+            moka::future::Cache::builder()
+                .max_capacity(MAX_ENTRIES / 10)
+                .time_to_live(ttl)
+                .build()
+        });
+        RouteCache {
+            table,
+            entries,
+            previews,
+        }
+    }
+
+    /// The version whose preview token is `token`, on the most specific
+    /// route serving `host` + `path` that has one. A malformed token is a
+    /// miss without a lookup.
+    pub async fn resolve_preview(
+        &self,
+        host: Option<&str>,
+        path: &str,
+        token: &str,
+    ) -> Result<(Resolved, CacheOutcome), Arc<TableError>> {
+        if !is_preview_token(token) {
+            return Ok((Resolved::Missing, CacheOutcome::Hit));
+        }
+        let host = host.map(normalise_host).unwrap_or_default();
+        let path = normalise_path(path);
+        let fetch = async {
+            let host = (!host.is_empty()).then_some(host.as_str());
+            let candidates = candidates(host, &path);
+            let found = self.table.lookup_preview(&candidates, token).await?;
+            let best = most_specific(&candidates, found.iter().map(|v| (&v.route, v)));
+            Ok::<_, TableError>(match best {
+                Some(version) => Resolved::Found(Arc::new(LivePointer {
+                    route: version.route.clone(),
+                    module: version.module.clone(),
+                    version: Some(version.number),
+                    updated_at: version.created_at.clone(),
+                    updated_by: version.created_by.clone(),
+                    metadata: Some(version.metadata.clone()),
+                    split: None,
+                })),
+                None => Resolved::Missing,
+            })
+        };
+        let Some(previews) = &self.previews else {
+            return Ok((fetch.await?, CacheOutcome::Miss));
+        };
+        let entry = previews
+            .entry((host.clone(), path.clone(), token.to_string()))
+            .or_try_insert_with(fetch)
+            .await?;
+        let outcome = if entry.is_fresh() {
+            CacheOutcome::Miss
+        } else {
+            CacheOutcome::Hit
+        };
+        Ok((entry.into_value(), outcome))
     }
 
     /// The table behind the cache.
@@ -177,6 +244,22 @@ mod tests {
         ) -> Result<crate::runtime::bindings::Secrets, TableError> {
             self.inner.secrets(route, version).await
         }
+        async fn set_split(
+            &self,
+            route: &RouteName,
+            expected: &LivePointer,
+            split: Option<crate::routes::Split>,
+            note: ChangeNote,
+        ) -> Result<LivePointer, TableError> {
+            self.inner.set_split(route, expected, split, note).await
+        }
+        async fn lookup_preview(
+            &self,
+            candidates: &[RouteName],
+            token: &str,
+        ) -> Result<Vec<Version>, TableError> {
+            self.inner.lookup_preview(candidates, token).await
+        }
         async fn history(&self, route: &RouteName) -> Result<Vec<PointerChange>, TableError> {
             self.inner.history(route).await
         }
@@ -198,6 +281,7 @@ mod tests {
                         actor: "t".into(),
                         metadata: serde_json::json!({}),
                         secrets: Default::default(),
+                        preview_token: crate::routes::new_preview_token(),
                     },
                 )
                 .await

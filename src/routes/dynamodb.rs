@@ -3,8 +3,9 @@
 //!
 //! | item | `route` (S, partition) | `rev` (S, sort) | attributes |
 //! |---|---|---|---|
-//! | live pointer | `/api` | `live` | `module` (S), `version` (N), `updated_at`, `updated_by`, `metadata` (S, JSON), `metadata_of` (S) |
-//! | version N | `/api` | `v00000042` | `module`, `version`, `created_at`, `created_by`, `metadata` (S, JSON) |
+//! | live pointer | `/api` | `live` | `module` (S), `version` (N), `updated_at`, `updated_by`, `metadata` (S, JSON), `metadata_of` (S); during a rollout `split_id`, `split_version`, `split_module`, `split_percent`, `split_sticky_header`, `split_max_error_rate`, `split_window_s`, `split_min_requests`, `split_metadata` |
+//! | version N | `/api` | `v00000042` | `module`, `version`, `created_at`, `created_by`, `metadata` (S, JSON), `preview_token` |
+//! | its preview copy | `/api` | `preview#{token}` | the version item's attributes |
 //! | secrets of version N | `/api` | `secret#v00000042` | `values` (M of S): `secret_text` values |
 //! | pointer change | `/api` | `change#{ms}#{rand}` | `at`, `actor`, `action`, `from_version`, `from_module`, `to_version`, `to_module`, `reason` |
 //!
@@ -25,13 +26,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem, Update};
 
 use super::{
-    ChangeNote, LivePointer, NewVersion, PointerChange, RouteName, RouteTable, Secrets, TableError,
-    Version, describe, now_rfc3339,
+    ChangeNote, DEFAULT_MIN_REQUESTS, DEFAULT_WINDOW_SECS, LivePointer, NewVersion, PointerChange,
+    RouteName, RouteTable, Secrets, Split, TableError, Version, describe, describe_split,
+    now_rfc3339,
 };
 
 /// The sort key of a route's live pointer.
@@ -240,29 +241,11 @@ impl RouteTable for DynamoRouteTable {
                 created_at: now_rfc3339(),
                 created_by: version.actor.clone(),
                 metadata: version.metadata.clone(),
+                preview_token: Some(version.preview_token.clone()),
             };
-            if version.secrets.is_empty() {
-                let result = self
-                    .client
-                    .put_item()
-                    .table_name(&self.table)
-                    .set_item(Some(version_item(&record)))
-                    .condition_expression("attribute_not_exists(#rev)")
-                    .expression_attribute_names("#rev", "rev")
-                    .send()
-                    .await;
-                match result {
-                    Ok(_) => return Ok(record),
-                    Err(SdkError::ServiceError(e))
-                        if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) =>
-                    {
-                        continue;
-                    }
-                    Err(error) => return Err(self.unavailable("put-item", error)),
-                }
-            }
-            // The secrets go in their own item, written in one transaction
-            // with the version it belongs to.
+            // One transaction: the version (claiming its number), its
+            // preview item (a copy keyed by the token, so a preview request
+            // is one read) and, if any, its secret values.
             let build = |e: aws_sdk_dynamodb::error::BuildError| {
                 TableError::Unavailable(format!("building the version write: {e}"))
             };
@@ -273,28 +256,37 @@ impl RouteTable for DynamoRouteTable {
                 .expression_attribute_names("#rev", "rev")
                 .build()
                 .map_err(build)?;
-            let values = version
-                .secrets
-                .iter()
-                .map(|(name, value)| (name.clone(), s(value)))
-                .collect();
-            let put_secrets = Put::builder()
+            let mut preview = version_item(&record);
+            preview.insert("rev".into(), s(preview_rev(&version.preview_token)));
+            let put_preview = Put::builder()
                 .table_name(&self.table)
-                .set_item(Some(HashMap::from([
-                    ("route".to_string(), s(route.to_string())),
-                    ("rev".to_string(), s(secret_rev(number))),
-                    ("values".to_string(), AttributeValue::M(values)),
-                ])))
+                .set_item(Some(preview))
                 .build()
                 .map_err(build)?;
-            let result = self
+            let mut transaction = self
                 .client
                 .transact_write_items()
                 .transact_items(TransactWriteItem::builder().put(put_version).build())
-                .transact_items(TransactWriteItem::builder().put(put_secrets).build())
-                .send()
-                .await;
-            match result {
+                .transact_items(TransactWriteItem::builder().put(put_preview).build());
+            if !version.secrets.is_empty() {
+                let values = version
+                    .secrets
+                    .iter()
+                    .map(|(name, value)| (name.clone(), s(value)))
+                    .collect();
+                let put_secrets = Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(HashMap::from([
+                        ("route".to_string(), s(route.to_string())),
+                        ("rev".to_string(), s(secret_rev(number))),
+                        ("values".to_string(), AttributeValue::M(values)),
+                    ])))
+                    .build()
+                    .map_err(build)?;
+                transaction = transaction
+                    .transact_items(TransactWriteItem::builder().put(put_secrets).build());
+            }
+            match transaction.send().await {
                 Ok(_) => return Ok(record),
                 Err(SdkError::ServiceError(e)) if is_condition_failure(e.err()) => continue,
                 Err(error) => return Err(self.unavailable("transact-write-items", error)),
@@ -412,7 +404,231 @@ impl RouteTable for DynamoRouteTable {
             updated_at: at,
             updated_by: note.actor,
             metadata: Some(to.metadata.clone()),
+            split: None,
         })
+    }
+
+    async fn set_split(
+        &self,
+        route: &RouteName,
+        expected: &LivePointer,
+        split: Option<Split>,
+        note: ChangeNote,
+    ) -> Result<LivePointer, TableError> {
+        let at = now_rfc3339();
+        let name = route.to_string();
+        let build = |e: aws_sdk_dynamodb::error::BuildError| {
+            TableError::Unavailable(format!("building the split write: {e}"))
+        };
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .key("route", s(&name))
+            .key("rev", s(LIVE_REV))
+            .expression_attribute_names("#module", "module")
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_names("#split_id", "split_id")
+            .expression_attribute_names("#updated_at", "updated_at")
+            .expression_attribute_names("#updated_by", "updated_by")
+            .expression_attribute_values(":module", s(&expected.module))
+            .expression_attribute_values(":at", s(&at))
+            .expression_attribute_values(":by", s(&note.actor));
+        let mut condition = "#module = :module".to_string();
+        match expected.version {
+            Some(v) => {
+                condition.push_str(" AND #version = :version");
+                update = update.expression_attribute_values(":version", n(v));
+            }
+            None => condition.push_str(" AND attribute_not_exists(#version)"),
+        }
+        match &expected.split {
+            Some(current) => {
+                condition.push_str(" AND #split_id = :expected_split");
+                update = update.expression_attribute_values(":expected_split", s(&current.id));
+            }
+            None => condition.push_str(" AND attribute_not_exists(#split_id)"),
+        }
+        let mut expression = "SET #updated_at = :at, #updated_by = :by".to_string();
+        match &split {
+            Some(new) => {
+                let mut values: Vec<(&str, AttributeValue)> = vec![
+                    ("split_id", s(&new.id)),
+                    ("split_version", n(new.version)),
+                    ("split_module", s(&new.module)),
+                    ("split_percent", AttributeValue::N(new.percent.to_string())),
+                    ("split_window_s", n(new.window_secs)),
+                    ("split_min_requests", n(new.min_requests)),
+                    ("split_metadata", s(new.metadata.to_string())),
+                ];
+                if let Some(header) = &new.sticky_header {
+                    values.push(("split_sticky_header", s(header)));
+                }
+                if let Some(rate) = new.max_error_rate {
+                    values.push(("split_max_error_rate", AttributeValue::N(rate.to_string())));
+                }
+                for (attribute, value) in values {
+                    expression.push_str(&format!(", #{attribute} = :{attribute}"));
+                    update = update
+                        .expression_attribute_names(format!("#{attribute}"), attribute)
+                        .expression_attribute_values(format!(":{attribute}"), value);
+                }
+                let mut removed = Vec::new();
+                if new.sticky_header.is_none() {
+                    removed.push("split_sticky_header");
+                }
+                if new.max_error_rate.is_none() {
+                    removed.push("split_max_error_rate");
+                }
+                if !removed.is_empty() {
+                    expression.push_str(" REMOVE ");
+                    expression.push_str(
+                        &removed
+                            .iter()
+                            .map(|a| format!("#{a}"))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    );
+                    for attribute in removed {
+                        update =
+                            update.expression_attribute_names(format!("#{attribute}"), attribute);
+                    }
+                }
+            }
+            None => {
+                expression.push_str(" REMOVE ");
+                expression.push_str(
+                    &SPLIT_ATTRIBUTES
+                        .iter()
+                        .map(|a| format!("#{a}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                );
+                for attribute in SPLIT_ATTRIBUTES {
+                    if attribute != "split_id" {
+                        update =
+                            update.expression_attribute_names(format!("#{attribute}"), attribute);
+                    }
+                }
+            }
+        }
+        let update = update
+            .update_expression(expression)
+            .condition_expression(condition)
+            .build()
+            .map_err(build)?;
+
+        let (from, to) = match (&split, &expected.split) {
+            (Some(new), _) => (
+                (expected.version, expected.module.clone()),
+                (Some(new.version), new.module.clone()),
+            ),
+            (None, Some(old)) => (
+                (Some(old.version), old.module.clone()),
+                (expected.version, expected.module.clone()),
+            ),
+            (None, None) => (
+                (expected.version, expected.module.clone()),
+                (expected.version, expected.module.clone()),
+            ),
+        };
+        let mut change: Item = HashMap::from([
+            ("route".to_string(), s(&name)),
+            ("rev".to_string(), s(change_rev())),
+            ("at".to_string(), s(&at)),
+            ("actor".to_string(), s(&note.actor)),
+            ("action".to_string(), s(&note.action)),
+            ("from_module".to_string(), s(&from.1)),
+            ("to_module".to_string(), s(&to.1)),
+        ]);
+        if let Some(v) = from.0 {
+            change.insert("from_version".into(), n(v));
+        }
+        if let Some(v) = to.0 {
+            change.insert("to_version".into(), n(v));
+        }
+        if let Some(reason) = &note.reason {
+            change.insert("reason".into(), s(reason));
+        }
+        let put_change = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(change))
+            .build()
+            .map_err(build)?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().update(update).build())
+            .transact_items(TransactWriteItem::builder().put(put_change).build())
+            .send()
+            .await;
+        match result {
+            Ok(_) => {}
+            Err(SdkError::ServiceError(e)) if is_condition_failure(e.err()) => {
+                let found = self
+                    .lookup(std::slice::from_ref(route))
+                    .await
+                    .ok()
+                    .and_then(|f| f.into_iter().next());
+                return Err(TableError::Conflict {
+                    route: name,
+                    expected: describe_split(Some(expected)),
+                    found: describe_split(found.as_ref()),
+                });
+            }
+            Err(error) => return Err(self.unavailable("transact-write-items", error)),
+        }
+        let mut pointer = expected.clone();
+        pointer.split = split;
+        pointer.updated_at = at;
+        pointer.updated_by = note.actor;
+        Ok(pointer)
+    }
+
+    async fn lookup_preview(
+        &self,
+        candidates: &[RouteName],
+        token: &str,
+    ) -> Result<Vec<Version>, TableError> {
+        if token.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut unique: Vec<&RouteName> = Vec::with_capacity(candidates.len());
+        for candidate in candidates {
+            if !unique.contains(&candidate) {
+                unique.push(candidate);
+            }
+        }
+        let keys: Vec<Item> = unique
+            .iter()
+            .map(|route| {
+                HashMap::from([
+                    ("route".to_string(), s(route.to_string())),
+                    ("rev".to_string(), s(preview_rev(token))),
+                ])
+            })
+            .collect();
+        let mut found = Vec::new();
+        for chunk in keys.chunks(BATCH_LIMIT) {
+            let request = KeysAndAttributes::builder()
+                .set_keys(Some(chunk.to_vec()))
+                .consistent_read(true)
+                .build()
+                .expect("BUG: keys are set");
+            let output = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, request)
+                .send()
+                .await
+                .map_err(|e| self.unavailable("batch-get-item", e))?;
+            for item in output
+                .responses
+                .and_then(|mut r| r.remove(&self.table))
+                .unwrap_or_default()
+            {
+                found.push(version_from_item(&item)?);
+            }
+        }
+        Ok(found)
     }
 
     async fn secrets(&self, route: &RouteName, version: u64) -> Result<Secrets, TableError> {
@@ -479,6 +695,59 @@ fn change_rev() -> String {
         .unwrap_or(0);
     let unique = &crate::gateway::new_request_id()[..8];
     format!("change#{millis:013}#{unique}")
+}
+
+/// Every attribute of a split on the live item.
+const SPLIT_ATTRIBUTES: [&str; 9] = [
+    "split_id",
+    "split_version",
+    "split_module",
+    "split_percent",
+    "split_sticky_header",
+    "split_max_error_rate",
+    "split_window_s",
+    "split_min_requests",
+    "split_metadata",
+];
+
+/// The sort key of a version's preview copy.
+fn preview_rev(token: &str) -> String {
+    format!("preview#{token}")
+}
+
+/// The split on a live item, if it has one.
+fn split_from_item(item: &Item) -> Result<Option<Split>, TableError> {
+    let Some(id) = opt_s(item, "split_id")? else {
+        return Ok(None);
+    };
+    let percent = match item.get("split_percent") {
+        Some(AttributeValue::N(v)) | Some(AttributeValue::S(v)) => v
+            .parse::<f64>()
+            .map_err(|_| TableError::Corrupt(format!("split_percent = {v:?} is not a number")))?,
+        _ => return Err(TableError::Corrupt("a split without split_percent".into())),
+    };
+    let max_error_rate = match item.get("split_max_error_rate") {
+        Some(AttributeValue::N(v)) | Some(AttributeValue::S(v)) => {
+            Some(v.parse::<f64>().map_err(|_| {
+                TableError::Corrupt(format!("split_max_error_rate = {v:?} is not a number"))
+            })?)
+        }
+        _ => None,
+    };
+    Ok(Some(Split {
+        id,
+        version: opt_n(item, "split_version")?
+            .ok_or_else(|| TableError::Corrupt("a split without split_version".into()))?,
+        module: get_s(item, "split_module")?,
+        percent,
+        sticky_header: opt_s(item, "split_sticky_header")?,
+        max_error_rate,
+        window_secs: opt_n(item, "split_window_s")?.unwrap_or(DEFAULT_WINDOW_SECS),
+        min_requests: opt_n(item, "split_min_requests")?.unwrap_or(DEFAULT_MIN_REQUESTS),
+        metadata: opt_s(item, "split_metadata")?
+            .and_then(|m| serde_json::from_str(&m).ok())
+            .unwrap_or(serde_json::Value::Null),
+    }))
 }
 
 /// The sort key of version `number`'s secret values.
@@ -570,11 +839,12 @@ fn live_from_item(item: &Item) -> Result<LivePointer, TableError> {
         updated_at: opt_s(item, "updated_at")?.unwrap_or_default(),
         updated_by: opt_s(item, "updated_by")?.unwrap_or_default(),
         metadata,
+        split: split_from_item(item)?,
     })
 }
 
 fn version_item(version: &Version) -> Item {
-    HashMap::from([
+    let mut item = HashMap::from([
         ("route".to_string(), s(version.route.to_string())),
         ("rev".to_string(), s(format!("v{:08}", version.number))),
         ("module".to_string(), s(&version.module)),
@@ -582,7 +852,11 @@ fn version_item(version: &Version) -> Item {
         ("created_at".to_string(), s(&version.created_at)),
         ("created_by".to_string(), s(&version.created_by)),
         ("metadata".to_string(), s(version.metadata.to_string())),
-    ])
+    ]);
+    if let Some(token) = &version.preview_token {
+        item.insert("preview_token".into(), s(token));
+    }
+    item
 }
 
 fn version_from_item(item: &Item) -> Result<Version, TableError> {
@@ -603,6 +877,7 @@ fn version_from_item(item: &Item) -> Result<Version, TableError> {
         created_at: opt_s(item, "created_at")?.unwrap_or_default(),
         created_by: opt_s(item, "created_by")?.unwrap_or_default(),
         metadata,
+        preview_token: opt_s(item, "preview_token")?,
     })
 }
 

@@ -13,8 +13,8 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
-    ChangeNote, LivePointer, NewVersion, PointerChange, RouteName, RouteTable, Secrets, TableError,
-    Version, describe, now_rfc3339,
+    ChangeNote, LivePointer, NewVersion, PointerChange, RouteName, RouteTable, Secrets, Split,
+    TableError, Version, describe, describe_split, now_rfc3339,
 };
 
 /// How long a writer waits for another process's transaction to finish.
@@ -103,6 +103,26 @@ impl SqliteRouteTable {
             )));
         }
         conn.execute_batch(SCHEMA).map_err(fail)?;
+        // Columns added since the first schema: add them to older files.
+        for (table, column) in [("live", "split"), ("versions", "preview_token")] {
+            let present: bool = conn
+                .query_row(
+                    &format!(
+                        "SELECT COUNT(*) > 0 FROM pragma_table_info('{table}') WHERE name = ?1"
+                    ),
+                    [column],
+                    |row| row.get(0),
+                )
+                .map_err(fail)?;
+            if !present {
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} TEXT"))
+                    .map_err(fail)?;
+            }
+        }
+        conn.execute_batch(
+            "CREATE INDEX IF NOT EXISTS versions_by_preview ON versions (preview_token)",
+        )
+        .map_err(fail)?;
         Ok(SqliteRouteTable {
             conn: Arc::new(Mutex::new(conn)),
             path,
@@ -153,13 +173,26 @@ fn route_of(text: String) -> rusqlite::Result<RouteName> {
 
 fn live_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<LivePointer> {
     let metadata: Option<String> = row.get(5)?;
+    let split: Option<String> = row.get(6)?;
+    let route = route_of(row.get(0)?)?;
+    let split = match split {
+        None => None,
+        Some(text) => match serde_json::from_str::<Split>(&text) {
+            Ok(split) => Some(split),
+            Err(error) => {
+                tracing::error!(%route, %error, "ignoring an unreadable split on the live row");
+                None
+            }
+        },
+    };
     Ok(LivePointer {
-        route: route_of(row.get(0)?)?,
+        route,
         module: row.get(1)?,
         version: row.get::<_, Option<i64>>(2)?.map(|v| v as u64),
         updated_at: row.get(3)?,
         updated_by: row.get(4)?,
         metadata: metadata.and_then(|m| serde_json::from_str(&m).ok()),
+        split,
     })
 }
 
@@ -172,13 +205,17 @@ fn version_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Version> {
         created_at: row.get(3)?,
         created_by: row.get(4)?,
         metadata: serde_json::from_str(&metadata).unwrap_or(serde_json::Value::Null),
+        preview_token: row.get(6)?,
     })
 }
+
+const VERSION_COLUMNS: &str =
+    "route, version, module, created_at, created_by, metadata, preview_token";
 
 /// The live row, with the metadata of the version it points at when that
 /// version's module is the live one (a hand edit may have made them differ).
 const LIVE_SELECT: &str =
-    "SELECT l.route, l.module, l.version, l.updated_at, l.updated_by, v.metadata
+    "SELECT l.route, l.module, l.version, l.updated_at, l.updated_by, v.metadata, l.split
      FROM live l LEFT JOIN versions v
        ON v.route = l.route AND v.version = l.version AND v.module = l.module";
 
@@ -226,8 +263,8 @@ impl RouteTable for SqliteRouteTable {
             let module = version.module.to_string();
             let metadata = version.metadata.to_string();
             tx.execute(
-                "INSERT INTO versions (route, version, module, created_at, created_by, metadata) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![name, next, module, created_at, version.actor, metadata],
+                "INSERT INTO versions (route, version, module, created_at, created_by, metadata, preview_token) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![name, next, module, created_at, version.actor, metadata, version.preview_token],
             )?;
             for (secret, value) in &version.secrets {
                 tx.execute(
@@ -243,6 +280,7 @@ impl RouteTable for SqliteRouteTable {
                 created_at,
                 created_by: version.actor,
                 metadata: version.metadata,
+                preview_token: Some(version.preview_token),
             })
         })
         .await
@@ -251,9 +289,9 @@ impl RouteTable for SqliteRouteTable {
     async fn versions(&self, route: &RouteName) -> Result<Vec<Version>, TableError> {
         let name = route.to_string();
         self.with_conn(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT route, version, module, created_at, created_by, metadata FROM versions WHERE route = ?1 ORDER BY version",
-            )?;
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {VERSION_COLUMNS} FROM versions WHERE route = ?1 ORDER BY version"
+            ))?;
             let rows = stmt.query_map([name], version_from_row)?;
             rows.collect()
         })
@@ -289,9 +327,9 @@ impl RouteTable for SqliteRouteTable {
             }
             let at = now_rfc3339();
             tx.execute(
-                "INSERT INTO live (route, module, version, updated_at, updated_by) VALUES (?1, ?2, ?3, ?4, ?5)
+                "INSERT INTO live (route, module, version, updated_at, updated_by, split) VALUES (?1, ?2, ?3, ?4, ?5, NULL)
                  ON CONFLICT (route) DO UPDATE SET module = excluded.module, version = excluded.version,
-                     updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+                     updated_at = excluded.updated_at, updated_by = excluded.updated_by, split = NULL",
                 params![name, to.module, to.number as i64, at, note.actor],
             )?;
             tx.execute(
@@ -317,7 +355,107 @@ impl RouteTable for SqliteRouteTable {
                 updated_at: at,
                 updated_by: note.actor,
                 metadata: Some(to.metadata),
+                split: None,
             })
+        })
+        .await
+    }
+
+    async fn set_split(
+        &self,
+        route: &RouteName,
+        expected: &LivePointer,
+        split: Option<Split>,
+        note: ChangeNote,
+    ) -> Result<LivePointer, TableError> {
+        let route = route.clone();
+        let expected = expected.clone();
+        self.with_conn(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let name = route.to_string();
+            let current = tx
+                .query_row(
+                    &format!("{LIVE_SELECT} WHERE l.route = ?1"),
+                    [&name],
+                    live_from_row,
+                )
+                .optional()?;
+            let matches = current.as_ref().is_some_and(|c| {
+                c.module == expected.module
+                    && c.version == expected.version
+                    && c.split.as_ref().map(|s| &s.id) == expected.split.as_ref().map(|s| &s.id)
+            });
+            let Some(mut current) = current.filter(|_| matches) else {
+                let found = tx
+                    .query_row(
+                        &format!("{LIVE_SELECT} WHERE l.route = ?1"),
+                        [&name],
+                        live_from_row,
+                    )
+                    .optional()?;
+                let conflict = TableError::Conflict {
+                    route: name,
+                    expected: describe_split(Some(&expected)),
+                    found: describe_split(found.as_ref()),
+                };
+                return Err(rusqlite::Error::ToSqlConversionFailure(Box::new(ConflictSignal(conflict))));
+            };
+            let at = now_rfc3339();
+            let text = split
+                .as_ref()
+                .map(|s| serde_json::to_string(s).expect("BUG: a split serialises"));
+            tx.execute(
+                "UPDATE live SET split = ?2, updated_at = ?3, updated_by = ?4 WHERE route = ?1",
+                params![name, text, at, note.actor],
+            )?;
+            // A rollout moves traffic from the live version to the
+            // candidate; its end moves it back.
+            let (from, to) = match (&split, &current.split) {
+                (Some(new), _) => ((current.version, current.module.clone()), (Some(new.version), new.module.clone())),
+                (None, Some(old)) => ((Some(old.version), old.module.clone()), (current.version, current.module.clone())),
+                (None, None) => ((current.version, current.module.clone()), (current.version, current.module.clone())),
+            };
+            tx.execute(
+                "INSERT INTO changes (route, at, actor, action, from_version, from_module, to_version, to_module, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    name,
+                    at,
+                    note.actor,
+                    note.action,
+                    from.0.map(|v| v as i64),
+                    from.1,
+                    to.0.map(|v| v as i64),
+                    to.1,
+                    note.reason,
+                ],
+            )?;
+            tx.commit()?;
+            current.split = split;
+            current.updated_at = at;
+            current.updated_by = note.actor;
+            Ok(current)
+        })
+        .await
+    }
+
+    async fn lookup_preview(
+        &self,
+        candidates: &[RouteName],
+        token: &str,
+    ) -> Result<Vec<Version>, TableError> {
+        if candidates.is_empty() || token.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut args: Vec<String> = candidates.iter().map(|c| c.to_string()).collect();
+        args.push(token.to_string());
+        self.with_conn(move |conn| {
+            let placeholders = vec!["?"; args.len() - 1].join(",");
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {VERSION_COLUMNS} FROM versions WHERE route IN ({placeholders}) AND preview_token = ?"
+            ))?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), version_from_row)?;
+            rows.collect()
         })
         .await
     }

@@ -29,7 +29,7 @@ use crate::modules::ModuleKey;
 use crate::runtime::bindings::Secrets;
 
 /// Where a route points right now.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LivePointer {
     #[serde(serialize_with = "as_display")]
     pub route: RouteName,
@@ -44,6 +44,74 @@ pub struct LivePointer {
     /// pointer was changed by hand since (the version record then tells).
     #[serde(skip)]
     pub metadata: Option<serde_json::Value>,
+    /// A weighted rollout in progress, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub split: Option<Split>,
+}
+
+/// A weighted rollout: `percent` of the route's requests go to a candidate
+/// version, the rest to the live one. Kept on the live pointer (item / row),
+/// so every server reads it with the pointer; ended by a rollback, a
+/// promote, or the auto-rollback.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Split {
+    /// Names this rollout: the conditional end of one rollout never ends
+    /// another that replaced it.
+    pub id: String,
+    /// The candidate version and its module key.
+    pub version: u64,
+    pub module: String,
+    /// Share of requests sent to the candidate, 0 < percent < 100.
+    pub percent: f64,
+    /// With it, the hash of this header's value picks the version, so one
+    /// client stays on one; without it, each request is drawn at random.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky_header: Option<String>,
+    /// Auto-rollback: past this share of 5xx answers (percent) among the
+    /// candidate's requests in `window_secs`, with at least `min_requests`
+    /// of them, the split ends on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_error_rate: Option<f64>,
+    #[serde(default = "default_window")]
+    pub window_secs: u64,
+    #[serde(default = "default_min_requests")]
+    pub min_requests: u64,
+    /// The candidate's stored metadata (bindings), copied like the live one's.
+    #[serde(default)]
+    pub metadata: serde_json::Value,
+}
+
+/// The auto-rollback window and minimum requests when none are given.
+pub const DEFAULT_WINDOW_SECS: u64 = 60;
+pub const DEFAULT_MIN_REQUESTS: u64 = 20;
+
+fn default_window() -> u64 {
+    DEFAULT_WINDOW_SECS
+}
+
+fn default_min_requests() -> u64 {
+    DEFAULT_MIN_REQUESTS
+}
+
+impl Split {
+    /// "20% to v3 (sticky on x-user; auto-rollback past 5% 5xx in 60s)".
+    pub fn describe(&self) -> String {
+        let mut text = format!("{}% to v{}", self.percent, self.version);
+        let mut extras = Vec::new();
+        if let Some(header) = &self.sticky_header {
+            extras.push(format!("sticky on {header}"));
+        }
+        if let Some(rate) = self.max_error_rate {
+            extras.push(format!(
+                "auto-rollback past {rate}% 5xx in {}s (min {} requests)",
+                self.window_secs, self.min_requests
+            ));
+        }
+        if !extras.is_empty() {
+            text.push_str(&format!(" ({})", extras.join("; ")));
+        }
+        text
+    }
 }
 
 /// One deployed version of a route.
@@ -57,6 +125,10 @@ pub struct Version {
     pub created_by: String,
     /// Deploy metadata (JSON object), kept with the version.
     pub metadata: serde_json::Value,
+    /// The token that reaches this version before (or without) it going
+    /// live: the `x-wasmgate-preview` request header.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preview_token: Option<String>,
 }
 
 /// A version about to be recorded.
@@ -67,6 +139,8 @@ pub struct NewVersion {
     pub metadata: serde_json::Value,
     /// `secret_text` values, stored apart from the version record.
     pub secrets: Secrets,
+    /// The version's preview token (see [`new_preview_token`]).
+    pub preview_token: String,
 }
 
 /// Who moves the pointer, and why, for the history.
@@ -141,6 +215,26 @@ pub trait RouteTable: Send + Sync + 'static {
         note: ChangeNote,
     ) -> Result<LivePointer, TableError>;
 
+    /// Starts, replaces or (with `None`) ends the weighted split of
+    /// `route`, only if its live pointer is still `expected` (module,
+    /// version and split id), and records the change. Fails with
+    /// `Conflict` otherwise, changing nothing.
+    async fn set_split(
+        &self,
+        route: &RouteName,
+        expected: &LivePointer,
+        split: Option<Split>,
+        note: ChangeNote,
+    ) -> Result<LivePointer, TableError>;
+
+    /// The versions among `candidates`' whose preview token is `token`, in
+    /// one round trip.
+    async fn lookup_preview(
+        &self,
+        candidates: &[RouteName],
+        token: &str,
+    ) -> Result<Vec<Version>, TableError>;
+
     /// The `secret_text` values stored with version `version` of `route`.
     async fn secrets(&self, route: &RouteName, version: u64) -> Result<Secrets, TableError>;
 
@@ -163,6 +257,19 @@ pub async fn live_of(
         .next())
 }
 
+/// A fresh preview token: 128 bits from the OS's random source, as 32 hex
+/// digits.
+pub fn new_preview_token() -> String {
+    random_hex::<16>()
+}
+
+/// `N` random bytes from the OS, as hex.
+pub fn random_hex<const N: usize>() -> String {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).expect("the OS random source is available");
+    hex::encode(bytes)
+}
+
 /// The current time as RFC 3339 (UTC, seconds).
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
@@ -170,6 +277,24 @@ pub fn now_rfc3339() -> String {
 
 fn as_display<S: serde::Serializer>(value: &RouteName, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(value)
+}
+
+/// How a pointer with its split reads in a conflict message.
+fn describe_split(pointer: Option<&LivePointer>) -> String {
+    match pointer {
+        None => "no live version".to_string(),
+        Some(p) => {
+            let base = describe(Some((p.module.as_str(), p.version)));
+            match &p.split {
+                Some(split) => format!(
+                    "{base} with a rollout of {} ({})",
+                    split.describe(),
+                    split.id
+                ),
+                None => format!("{base} without a rollout"),
+            }
+        }
+    }
 }
 
 /// How a pointer value reads in a conflict message.

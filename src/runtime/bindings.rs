@@ -142,6 +142,9 @@ pub struct DeployMetadata {
     /// The part holding the main module (`main_module` or `body_part`).
     pub main_module: Option<String>,
     pub bindings: Vec<Binding>,
+    /// The script name of an upload through the admin API, kept with the
+    /// version.
+    pub script: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -225,6 +228,7 @@ impl DeployMetadata {
         Ok(DeployMetadata {
             main_module,
             bindings,
+            script: None,
         })
     }
 
@@ -300,6 +304,7 @@ impl DeployMetadata {
             VersionSpec {
                 main_module: self.main_module,
                 bindings,
+                script: self.script,
             },
             secrets,
         )
@@ -439,6 +444,9 @@ pub struct VersionSpec {
     pub main_module: Option<String>,
     #[serde(default)]
     pub bindings: Vec<Binding>,
+    /// The script name, when uploaded through the admin API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script: Option<String>,
 }
 
 impl VersionSpec {

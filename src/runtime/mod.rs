@@ -125,7 +125,7 @@ pub enum LoadError {
 }
 
 /// How a guest run failed. Each maps to one HTTP status in `error.rs`.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum GuestError {
     #[error("the function ran past its deadline of {}ms", .0.as_millis())]
     Timeout(Duration),

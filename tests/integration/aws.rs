@@ -245,6 +245,7 @@ async fn flips_from_the_same_read_on_dynamodb_one_wins_the_others_conflict() {
             actor: "setup".into(),
             metadata: serde_json::json!({}),
             secrets: Default::default(),
+            preview_token: wasmgate::routes::new_preview_token(),
         };
         versions.push(handles[0].add_version(&route, version).await.unwrap());
     }
@@ -337,6 +338,7 @@ async fn one_batch_lookup_finds_the_most_specific_route() {
             actor: "t".into(),
             metadata: serde_json::json!({}),
             secrets: Default::default(),
+            preview_token: wasmgate::routes::new_preview_token(),
         };
         let version = table.add_version(&route, version).await.unwrap();
         let note = ChangeNote {
@@ -496,4 +498,107 @@ async fn secrets_are_stored_apart_and_secret_refs_are_read_from_ssm_and_secrets_
     let (status, body) = send_for_result(server.addr, "/q/env").await.unwrap();
     assert_eq!(status, 502, "{}", String::from_utf8_lossy(&body));
     assert!(!String::from_utf8_lossy(&body).contains("/nope"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn previews_rollouts_and_auto_rollback_on_dynamodb() {
+    let aws = Aws::start().await;
+    let hello = aws.file("hello.wasm", HELLO);
+    let probe = aws.file("probe.wasm", PROBE);
+    aws.cli_ok(&["deploy", &hello, "--route", "/r", "--actor", "ops"]);
+    let text = aws.cli_ok(&["deploy", &probe, "--route", "/r", "--preview"]);
+    let token = text
+        .split("x-wasmgate-preview: ")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .unwrap_or_else(|| panic!("a preview token in {text}"))
+        .to_string();
+
+    // The preview copy is its own item, found in one read by its token.
+    let dynamodb = aws.moto.dynamodb().await;
+    let preview = dynamodb
+        .get_item()
+        .table_name(TABLE)
+        .key("route", AttributeValue::S("/r".into()))
+        .key("rev", AttributeValue::S(format!("preview#{token}")))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .expect("the preview item");
+    assert_eq!(preview["version"].as_n().unwrap(), "2");
+
+    let server = aws.serve(100);
+    let get = |headers: Vec<(&'static str, String)>, path: &'static str| {
+        let addr = server.addr;
+        async move {
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            send(addr, "GET", path, &headers, bytes::Bytes::new()).await
+        }
+    };
+    let live = get(vec![], "/r/echo").await;
+    assert!(
+        live.text().starts_with("Hello from wasmgate!"),
+        "{}",
+        live.text()
+    );
+    let previewed = get(vec![("x-wasmgate-preview", token.clone())], "/r/echo").await;
+    assert!(
+        previewed.text().contains("method: GET"),
+        "{}",
+        previewed.text()
+    );
+    assert!(!previewed.text().contains(&token));
+
+    // A rollout with auto-rollback: the split is on the live item.
+    aws.cli_ok(&[
+        "rollout",
+        "/r",
+        "--to",
+        "2",
+        "--percent",
+        "50",
+        "--max-error-rate",
+        "5",
+        "--min-requests",
+        "10",
+        "--sticky-header",
+        "X-User",
+    ]);
+    let item = aws.live_item("/r").await;
+    assert_eq!(item["split_version"].as_n().unwrap(), "2");
+    assert_eq!(item["split_percent"].as_n().unwrap(), "50");
+    assert_eq!(s(&item, "split_sticky_header"), "x-user");
+    assert_eq!(item["split_max_error_rate"].as_n().unwrap(), "5");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut failures = 0;
+    for user in 0..120 {
+        let reply = get(vec![("x-user", format!("u{user}"))], "/r/status?code=500").await;
+        failures += usize::from(reply.status == 500);
+    }
+    assert!(failures >= 10, "the candidate got traffic: {failures}");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for user in 0..40 {
+        let reply = get(vec![("x-user", format!("u{user}"))], "/r/status?code=500").await;
+        assert_eq!(reply.status, 200, "the rollout ended");
+    }
+    let item = aws.live_item("/r").await;
+    assert!(!item.contains_key("split_id"), "{item:?}");
+    let history: serde_json::Value =
+        serde_json::from_str(&aws.cli_ok(&["history", "/r", "--json"])).unwrap();
+    let actions: Vec<&str> = history["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["deploy", "rollout", "auto-rollback"], "{history}");
+    assert_eq!(history["changes"][0]["actor"], "ops");
+
+    // Promote the preview version: live, and still one read per lookup.
+    aws.cli_ok(&["promote", "/r", "2"]);
+    let item = aws.live_item("/r").await;
+    assert_eq!(item["version"].as_n().unwrap(), "2");
 }

@@ -37,6 +37,9 @@ pub const ISQRT_METADATA: &str = include_str!("../../examples/isqrt/metadata.jso
 /// A valid component that is a wasi:cli command, not a wasi:http handler.
 pub const CLI_COMMAND: &[u8] = include_bytes!("../fixtures/cli-command.wasm");
 
+/// The admin token of [`TestServer::start_admin`].
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
 /// Settings for a test: a fresh data dir, a short deadline.
 pub fn settings(data_dir: &Path) -> Settings {
     Settings {
@@ -72,6 +75,19 @@ impl TestServer {
 
     /// Starts a server whose settings `tweak` adjusts.
     pub async fn start_with(tweak: impl FnOnce(&mut Settings)) -> Self {
+        Self::start_full(tweak, None).await
+    }
+
+    /// Starts a server with the admin API on, behind `ADMIN_TOKEN`, with
+    /// uploads limited to `limits`.
+    pub async fn start_admin(limits: wasmgate::admin::UploadLimits) -> Self {
+        Self::start_full(|s| s.route_ttl_ms = 100, Some(limits)).await
+    }
+
+    async fn start_full(
+        tweak: impl FnOnce(&mut Settings),
+        admin: Option<wasmgate::admin::UploadLimits>,
+    ) -> Self {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let mut settings = settings(data_dir.path());
         tweak(&mut settings);
@@ -80,9 +96,17 @@ impl TestServer {
             .expect("opening the backends");
         let engine = backend::engine(&settings).expect("engine");
         let gateway = Arc::new(backends.gateway(engine.clone(), &settings));
-        let listener = Listener::bind("127.0.0.1:0".parse().unwrap(), gateway)
+        let mut listener = Listener::bind("127.0.0.1:0".parse().unwrap(), gateway)
             .await
             .expect("bind");
+        if let Some(limits) = admin {
+            listener = listener.with_admin(Arc::new(wasmgate::admin::AdminApi::new(
+                ADMIN_TOKEN,
+                backends.deployer(engine.clone()),
+                backends.table.clone(),
+                limits,
+            )));
+        }
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(listener.serve(

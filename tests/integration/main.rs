@@ -13,5 +13,6 @@ mod faults;
 mod lambda;
 #[cfg(feature = "aws")]
 mod moto;
+mod operations;
 mod pointer;
 mod serve;
