@@ -75,7 +75,8 @@ pub struct DeployReport {
     pub parts: Vec<StoredPart>,
     /// The version's bindings, as `name:type` (no values).
     pub bindings: Vec<String>,
-    /// Reaches this version with the `x-wasmgate-preview` header.
+    /// With a preview deploy: reaches the version with the
+    /// `x-wasmgate-preview` header until it goes live.
     pub preview_token: Option<String>,
 }
 
@@ -146,10 +147,10 @@ impl RolloutPlan {
             return Err(format!("--sticky-header {header:?} is not a header name"));
         }
         if let Some(rate) = self.max_error_rate
-            && !(rate > 0.0 && rate <= 100.0)
+            && !(rate > 0.0 && rate < 100.0)
         {
             return Err(format!(
-                "--max-error-rate {rate} must be a percentage above 0, at most 100"
+                "--max-error-rate {rate} must be a percentage above 0 and below 100"
             ));
         }
         if !(1..=3600).contains(&self.window_secs) {
@@ -283,7 +284,7 @@ impl Deployer {
                     actor: actor.to_string(),
                     metadata: spec.to_stored(),
                     secrets,
-                    preview_token: new_preview_token(),
+                    preview_token: preview.then(new_preview_token),
                 },
             )
             .await?;
@@ -336,10 +337,15 @@ impl Deployer {
             && let Some(current) = &live
             && let Some(split) = &current.split
         {
+            // Its own action: ending a split moves no pointer, so a later
+            // rollback must not take it for one (and go to the candidate).
             let note = ChangeNote {
                 actor: actor.to_string(),
-                action: "rollback".into(),
-                reason: Some(format!("ended the rollout of {}", split.describe())),
+                action: "end-rollout".into(),
+                reason: Some(format!(
+                    "rollback: ended the rollout of {}",
+                    split.describe()
+                )),
             };
             self.table.set_split(route, current, None, note).await?;
             return Ok(RollbackReport {

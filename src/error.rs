@@ -36,6 +36,24 @@ pub enum GatewayError {
 }
 
 impl GatewayError {
+    /// Whether the failure is the host's (capacity, an unreachable
+    /// backend), not the function's: such answers do not count against a
+    /// rollout's candidate.
+    pub fn is_host_fault(&self) -> bool {
+        match self {
+            GatewayError::Guest(GuestError::Busy(_)) => true,
+            GatewayError::Table(e) => matches!(e.as_ref(), TableError::Unavailable(_)),
+            GatewayError::Module(e) => {
+                matches!(
+                    e.as_ref(),
+                    ModuleLoadError::Store(StoreError::Unavailable(_))
+                )
+            }
+            GatewayError::Secret(SecretError::Unavailable { .. }) => true,
+            _ => false,
+        }
+    }
+
     /// The status this error is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -64,6 +82,7 @@ impl GatewayError {
                 GuestError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
                 GuestError::BadRequest(_) => StatusCode::BAD_REQUEST,
                 GuestError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+                GuestError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
                 GuestError::BadOutput(_) | GuestError::Link(_) => StatusCode::BAD_GATEWAY,
                 GuestError::MemoryLimit(_)
                 | GuestError::Trap(_)
@@ -96,7 +115,9 @@ impl GatewayError {
                 )
             }
             GatewayError::Guest(GuestError::BadRequest(why)) => why.clone(),
-            GatewayError::Guest(error @ GuestError::PayloadTooLarge(_)) => error.to_string(),
+            GatewayError::Guest(
+                error @ (GuestError::PayloadTooLarge(_) | GuestError::RequestTimeout),
+            ) => error.to_string(),
             GatewayError::Guest(GuestError::BadOutput(_)) => {
                 "the function's response was malformed".to_string()
             }

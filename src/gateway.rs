@@ -58,7 +58,8 @@ struct Deployment {
     grants: Grants,
 }
 
-/// Which deployment a pointer serves: route, version, module key.
+/// Which deployment a pointer serves: route, the version whose bindings it
+/// has, module key.
 type DeploymentKey = (String, Option<u64>, String);
 
 /// Route table + module cache + engine: everything a request needs.
@@ -140,6 +141,7 @@ impl Gateway {
         let mut response = match self.serve(request, &info, &request_id, &mut trace).await {
             Ok(response) => response,
             Err(error) => {
+                trace.host_fault = error.is_host_fault();
                 if error.status().is_server_error() {
                     tracing::warn!(request_id = %request_id, error = %error, "request failed");
                 }
@@ -150,6 +152,7 @@ impl Gateway {
             response.headers_mut().insert(REQUEST_ID_HEADER, value);
         }
         if let Some((live, split)) = &trace.rollout
+            && !trace.host_fault
             && let Some(reason) = self
                 .rollouts
                 .record(split, response.status().is_server_error())
@@ -270,6 +273,7 @@ impl Gateway {
                 version: Some(split.version),
                 metadata: Some(split.metadata.clone()),
                 split: None,
+                bindings_version: Some(split.version),
                 ..(*pointer).clone()
             });
         }
@@ -279,7 +283,7 @@ impl Gateway {
 
         let id: DeploymentKey = (
             pointer.route.to_string(),
-            pointer.version,
+            pointer.bindings_version,
             pointer.module.clone(),
         );
         if let Some(deployment) = self.deployments.get(&id).await {
@@ -337,7 +341,7 @@ impl Gateway {
                 .map_err(GatewayError::Module)?;
             modules.push((name, library));
         }
-        let stored = match pointer.version {
+        let stored = match pointer.bindings_version {
             Some(version) if spec.has_stored_secrets() => self
                 .routes
                 .table()
@@ -381,6 +385,8 @@ struct Trace {
     /// Set when the request went to a rollout's candidate: the live pointer
     /// and its split, for the auto-rollback count.
     rollout: Option<(Arc<LivePointer>, Split)>,
+    /// The answer failed for the host's reasons, not the function's.
+    host_fault: bool,
     route: Option<String>,
     version: Option<u64>,
     module: Option<String>,

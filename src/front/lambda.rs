@@ -208,8 +208,9 @@ pub fn to_gateway_request(request: lambda_http::Request) -> (http::Request<Body>
     (http::Request::from_parts(parts, body), info)
 }
 
-/// The client's IP: API Gateway's `sourceIp`; behind an ALB, the first
-/// address of `X-Forwarded-For` (the ALB appends the client's).
+/// The client's IP: API Gateway's `sourceIp`; behind an ALB, the last
+/// address of `X-Forwarded-For` (the ALB appends the address it saw; any
+/// before it came from the client and cannot be trusted).
 fn source_ip(request: &lambda_http::Request) -> Option<String> {
     use lambda_http::request::RequestContext;
     let from_context = match request.request_context_ref() {
@@ -222,7 +223,7 @@ fn source_ip(request: &lambda_http::Request) -> Option<String> {
             .headers()
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.rsplit(',').next())
             .map(|ip| ip.trim().to_string())
             .filter(|ip| !ip.is_empty())
     })

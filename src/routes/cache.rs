@@ -90,6 +90,7 @@ impl RouteCache {
                     updated_by: version.created_by.clone(),
                     metadata: Some(version.metadata.clone()),
                     split: None,
+                    bindings_version: Some(version.number),
                 })),
                 None => Resolved::Missing,
             })
@@ -164,14 +165,16 @@ impl RouteCache {
             .or_else(|| versions.iter().rev().find(|v| v.module == pointer.module));
         let mut pointer = pointer.clone();
         match matching {
+            // `version` stays as stored: conditional writes (ending a
+            // rollout) compare against it.
             Some(version) => {
                 tracing::debug!(route = %pointer.route, version = version.number, "live pointer set by hand: serving the bindings of the version with its module");
-                pointer.version = Some(version.number);
+                pointer.bindings_version = Some(version.number);
                 pointer.metadata = Some(version.metadata.clone());
             }
             None => {
                 tracing::warn!(route = %pointer.route, module = %pointer.module, "the live pointer names a module no version was deployed with: serving it without bindings");
-                pointer.version = None;
+                pointer.bindings_version = None;
                 pointer.metadata = Some(serde_json::json!({}));
             }
         }
@@ -281,7 +284,7 @@ mod tests {
                         actor: "t".into(),
                         metadata: serde_json::json!({}),
                         secrets: Default::default(),
-                        preview_token: crate::routes::new_preview_token(),
+                        preview_token: None,
                     },
                 )
                 .await

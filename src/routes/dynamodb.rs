@@ -5,7 +5,7 @@
 //! |---|---|---|---|
 //! | live pointer | `/api` | `live` | `module` (S), `version` (N), `updated_at`, `updated_by`, `metadata` (S, JSON), `metadata_of` (S); during a rollout `split_id`, `split_version`, `split_module`, `split_percent`, `split_sticky_header`, `split_max_error_rate`, `split_window_s`, `split_min_requests`, `split_metadata` |
 //! | version N | `/api` | `v00000042` | `module`, `version`, `created_at`, `created_by`, `metadata` (S, JSON), `preview_token` |
-//! | its preview copy | `/api` | `preview#{token}` | the version item's attributes |
+//! | its preview copy | `/api` | `preview#{token}` | the version item's attributes, for a preview deploy until the version goes live |
 //! | secrets of version N | `/api` | `secret#v00000042` | `values` (M of S): `secret_text` values |
 //! | pointer change | `/api` | `change#{ms}#{rand}` | `at`, `actor`, `action`, `from_version`, `from_module`, `to_version`, `to_module`, `reason` |
 //!
@@ -27,7 +27,9 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Delete, KeysAndAttributes, Put, TransactWriteItem, Update,
+};
 
 use super::{
     ChangeNote, DEFAULT_MIN_REQUESTS, DEFAULT_WINDOW_SECS, LivePointer, NewVersion, PointerChange,
@@ -241,11 +243,11 @@ impl RouteTable for DynamoRouteTable {
                 created_at: now_rfc3339(),
                 created_by: version.actor.clone(),
                 metadata: version.metadata.clone(),
-                preview_token: Some(version.preview_token.clone()),
+                preview_token: version.preview_token.clone(),
             };
-            // One transaction: the version (claiming its number), its
-            // preview item (a copy keyed by the token, so a preview request
-            // is one read) and, if any, its secret values.
+            // One transaction: the version (claiming its number), for a
+            // preview its preview item (a copy keyed by the token, so a
+            // preview request is one read) and, if any, its secret values.
             let build = |e: aws_sdk_dynamodb::error::BuildError| {
                 TableError::Unavailable(format!("building the version write: {e}"))
             };
@@ -256,18 +258,21 @@ impl RouteTable for DynamoRouteTable {
                 .expression_attribute_names("#rev", "rev")
                 .build()
                 .map_err(build)?;
-            let mut preview = version_item(&record);
-            preview.insert("rev".into(), s(preview_rev(&version.preview_token)));
-            let put_preview = Put::builder()
-                .table_name(&self.table)
-                .set_item(Some(preview))
-                .build()
-                .map_err(build)?;
             let mut transaction = self
                 .client
                 .transact_write_items()
-                .transact_items(TransactWriteItem::builder().put(put_version).build())
-                .transact_items(TransactWriteItem::builder().put(put_preview).build());
+                .transact_items(TransactWriteItem::builder().put(put_version).build());
+            if let Some(token) = &version.preview_token {
+                let mut preview = version_item(&record);
+                preview.insert("rev".into(), s(preview_rev(token)));
+                let put_preview = Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(preview))
+                    .build()
+                    .map_err(build)?;
+                transaction = transaction
+                    .transact_items(TransactWriteItem::builder().put(put_preview).build());
+            }
             if !version.secrets.is_empty() {
                 let values = version
                     .secrets
@@ -335,18 +340,28 @@ impl RouteTable for DynamoRouteTable {
         put_live = match expected {
             None => put_live.condition_expression("attribute_not_exists(#route)"),
             Some(pointer) => {
-                let put = put_live
+                let mut put = put_live
                     .expression_attribute_names("#module", "module")
                     .expression_attribute_names("#version", "version")
+                    .expression_attribute_names("#split_id", "split_id")
                     .expression_attribute_values(":module", s(&pointer.module));
+                let mut condition = "attribute_exists(#route) AND #module = :module".to_string();
                 match pointer.version {
-                    Some(v) => put
-                        .condition_expression("attribute_exists(#route) AND #module = :module AND #version = :version")
-                        .expression_attribute_values(":version", n(v)),
-                    None => put.condition_expression(
-                        "attribute_exists(#route) AND #module = :module AND attribute_not_exists(#version)",
-                    ),
+                    Some(v) => {
+                        condition.push_str(" AND #version = :version");
+                        put = put.expression_attribute_values(":version", n(v));
+                    }
+                    None => condition.push_str(" AND attribute_not_exists(#version)"),
                 }
+                // A rollout started since the read must not be wiped unseen.
+                match &pointer.split {
+                    Some(split) => {
+                        condition.push_str(" AND #split_id = :split_id");
+                        put = put.expression_attribute_values(":split_id", s(&split.id));
+                    }
+                    None => condition.push_str(" AND attribute_not_exists(#split_id)"),
+                }
+                put.condition_expression(condition)
             }
         };
         let put_live = put_live
@@ -378,13 +393,35 @@ impl RouteTable for DynamoRouteTable {
             .build()
             .map_err(|e| TableError::Unavailable(format!("building the flip: {e}")))?;
 
-        let result = self
+        let mut transaction = self
             .client
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().put(put_live).build())
-            .transact_items(TransactWriteItem::builder().put(put_change).build())
-            .send()
-            .await;
+            .transact_items(TransactWriteItem::builder().put(put_change).build());
+        // A preview token reaches a version only until it goes live.
+        if let Some(token) = &to.preview_token {
+            let build = |e: aws_sdk_dynamodb::error::BuildError| {
+                TableError::Unavailable(format!("building the flip: {e}"))
+            };
+            let delete_preview = Delete::builder()
+                .table_name(&self.table)
+                .key("route", s(&name))
+                .key("rev", s(preview_rev(token)))
+                .build()
+                .map_err(build)?;
+            let clear_token = Update::builder()
+                .table_name(&self.table)
+                .key("route", s(&name))
+                .key("rev", s(format!("v{:08}", to.number)))
+                .update_expression("REMOVE #token")
+                .expression_attribute_names("#token", "preview_token")
+                .build()
+                .map_err(build)?;
+            transaction = transaction
+                .transact_items(TransactWriteItem::builder().delete(delete_preview).build())
+                .transact_items(TransactWriteItem::builder().update(clear_token).build());
+        }
+        let result = transaction.send().await;
         match result {
             Ok(_) => {}
             Err(SdkError::ServiceError(e)) if is_condition_failure(e.err()) => {
@@ -405,6 +442,7 @@ impl RouteTable for DynamoRouteTable {
             updated_by: note.actor,
             metadata: Some(to.metadata.clone()),
             split: None,
+            bindings_version: Some(to.number),
         })
     }
 
@@ -677,12 +715,20 @@ impl RouteTable for DynamoRouteTable {
     }
 }
 
+/// Whether a transaction was cancelled because what it checked changed: a
+/// failed condition, or another transaction on the same items at the same
+/// moment (`TransactionConflict`). Either way nothing was written, and the
+/// caller reads again (a version number) or reports a conflict (a flip).
 fn is_condition_failure(error: &TransactWriteItemsError) -> bool {
     match error {
-        TransactWriteItemsError::TransactionCanceledException(e) => e
-            .cancellation_reasons()
-            .iter()
-            .any(|r| r.code() == Some("ConditionalCheckFailed")),
+        TransactWriteItemsError::TransactionCanceledException(e) => {
+            e.cancellation_reasons().iter().any(|r| {
+                matches!(
+                    r.code(),
+                    Some("ConditionalCheckFailed") | Some("TransactionConflict")
+                )
+            })
+        }
         _ => false,
     }
 }
@@ -825,13 +871,14 @@ fn live_from_item(item: &Item) -> Result<LivePointer, TableError> {
     let module = get_s(item, "module")?;
     let version = opt_n(item, "version")?;
     // The copy counts only while it belongs to the pointer's value.
-    let metadata = match (version, opt_s(item, "metadata_of")) {
+    let metadata: Option<serde_json::Value> = match (version, opt_s(item, "metadata_of")) {
         (Some(v), Ok(Some(of))) if of == metadata_of(v, &module) => opt_s(item, "metadata")
             .ok()
             .flatten()
             .and_then(|m| serde_json::from_str(&m).ok()),
         _ => None,
     };
+    let bindings_version = metadata.is_some().then_some(version).flatten();
     Ok(LivePointer {
         route: route_of(item)?,
         module,
@@ -840,6 +887,7 @@ fn live_from_item(item: &Item) -> Result<LivePointer, TableError> {
         updated_by: opt_s(item, "updated_by")?.unwrap_or_default(),
         metadata,
         split: split_from_item(item)?,
+        bindings_version,
     })
 }
 

@@ -14,7 +14,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
     ChangeNote, LivePointer, NewVersion, PointerChange, RouteName, RouteTable, Secrets, Split,
-    TableError, Version, describe, describe_split, now_rfc3339,
+    TableError, Version, describe_split, now_rfc3339,
 };
 
 /// How long a writer waits for another process's transaction to finish.
@@ -50,7 +50,7 @@ CREATE TABLE IF NOT EXISTS changes (
     reason       TEXT
 );
 CREATE INDEX IF NOT EXISTS changes_by_route ON changes (route, id);
--- secret_text binding values, apart from the version records.
+-- secret_text binding values, apart from the version records (schema 2).
 CREATE TABLE IF NOT EXISTS secrets (
     route       TEXT NOT NULL,
     version     INTEGER NOT NULL,
@@ -58,8 +58,12 @@ CREATE TABLE IF NOT EXISTS secrets (
     value       TEXT NOT NULL,
     PRIMARY KEY (route, version, name)
 );
-PRAGMA user_version = 1;
 ";
+
+/// The schema this wasmgate writes. 2 added `live.split`,
+/// `versions.preview_token` and the `secrets` table; an older wasmgate
+/// refuses a schema-2 file (its flips would not clear a rollout).
+const SCHEMA_VERSION: i64 = 2;
 
 /// Routes, versions and history in a SQLite database file.
 #[derive(Clone)]
@@ -93,36 +97,46 @@ impl SqliteRouteTable {
         }
         conn.execute_batch("PRAGMA synchronous = NORMAL;")
             .map_err(fail)?;
-        let version: i64 = conn
+        // Create or migrate in one write transaction: two processes opening
+        // an old file at once must not both add a column.
+        let mut conn = conn;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(fail)?;
+        let version: i64 = tx
             .query_row("PRAGMA user_version", [], |row| row.get(0))
             .map_err(fail)?;
-        if version > 1 {
+        if version > SCHEMA_VERSION {
             return Err(TableError::Corrupt(format!(
-                "{} has schema version {version}, newer than this wasmgate understands (1)",
+                "{} has schema version {version}, newer than this wasmgate understands ({SCHEMA_VERSION}): upgrade wasmgate",
                 path.display()
             )));
         }
-        conn.execute_batch(SCHEMA).map_err(fail)?;
-        // Columns added since the first schema: add them to older files.
-        for (table, column) in [("live", "split"), ("versions", "preview_token")] {
-            let present: bool = conn
-                .query_row(
-                    &format!(
-                        "SELECT COUNT(*) > 0 FROM pragma_table_info('{table}') WHERE name = ?1"
-                    ),
-                    [column],
-                    |row| row.get(0),
-                )
-                .map_err(fail)?;
-            if !present {
-                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} TEXT"))
+        if version < SCHEMA_VERSION {
+            tx.execute_batch(SCHEMA).map_err(fail)?;
+            // Columns added since schema 1: add them to older files.
+            for (table, column) in [("live", "split"), ("versions", "preview_token")] {
+                let present: bool = tx
+                    .query_row(
+                        &format!(
+                            "SELECT COUNT(*) > 0 FROM pragma_table_info('{table}') WHERE name = ?1"
+                        ),
+                        [column],
+                        |row| row.get(0),
+                    )
                     .map_err(fail)?;
+                if !present {
+                    tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} TEXT"))
+                        .map_err(fail)?;
+                }
             }
+            tx.execute_batch(&format!(
+                "CREATE INDEX IF NOT EXISTS versions_by_preview ON versions (preview_token);
+                 PRAGMA user_version = {SCHEMA_VERSION};"
+            ))
+            .map_err(fail)?;
         }
-        conn.execute_batch(
-            "CREATE INDEX IF NOT EXISTS versions_by_preview ON versions (preview_token)",
-        )
-        .map_err(fail)?;
+        tx.commit().map_err(fail)?;
         Ok(SqliteRouteTable {
             conn: Arc::new(Mutex::new(conn)),
             path,
@@ -175,6 +189,7 @@ fn live_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<LivePointer> {
     let metadata: Option<String> = row.get(5)?;
     let split: Option<String> = row.get(6)?;
     let route = route_of(row.get(0)?)?;
+    let version = row.get::<_, Option<i64>>(2)?.map(|v| v as u64);
     let split = match split {
         None => None,
         Some(text) => match serde_json::from_str::<Split>(&text) {
@@ -188,9 +203,11 @@ fn live_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<LivePointer> {
     Ok(LivePointer {
         route,
         module: row.get(1)?,
-        version: row.get::<_, Option<i64>>(2)?.map(|v| v as u64),
+        version,
         updated_at: row.get(3)?,
         updated_by: row.get(4)?,
+        // The join matched only if the version's module is the live one.
+        bindings_version: metadata.is_some().then_some(version).flatten(),
         metadata: metadata.and_then(|m| serde_json::from_str(&m).ok()),
         split,
     })
@@ -280,7 +297,7 @@ impl RouteTable for SqliteRouteTable {
                 created_at,
                 created_by: version.actor,
                 metadata: version.metadata,
-                preview_token: Some(version.preview_token),
+                preview_token: version.preview_token,
             })
         })
         .await
@@ -306,25 +323,28 @@ impl RouteTable for SqliteRouteTable {
         note: ChangeNote,
     ) -> Result<LivePointer, TableError> {
         let route = route.clone();
-        let expected = expected.map(|p| (p.module.clone(), p.version));
+        let expected = expected.cloned();
         let to = to.clone();
         self.with_conn(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let name = route.to_string();
-            let current: Option<(String, Option<i64>)> = tx
-                .query_row("SELECT module, version FROM live WHERE route = ?1", [&name], |row| {
-                    Ok((row.get(0)?, row.get(1)?))
-                })
+            let found = tx
+                .query_row(&format!("{LIVE_SELECT} WHERE l.route = ?1"), [&name], live_from_row)
                 .optional()?;
-            let current = current.map(|(m, v)| (m, v.map(|v| v as u64)));
-            if current != expected {
+            // The same pointer, and the same rollout (or none): a rollout
+            // started since the read must not be wiped unseen.
+            fn same(p: &LivePointer) -> (&str, Option<u64>, Option<&str>) {
+                (p.module.as_str(), p.version, p.split.as_ref().map(|s| s.id.as_str()))
+            }
+            if found.as_ref().map(same) != expected.as_ref().map(same) {
                 let conflict = TableError::Conflict {
                     route: name,
-                    expected: describe(expected.as_ref().map(|(m, v)| (m.as_str(), *v))),
-                    found: describe(current.as_ref().map(|(m, v)| (m.as_str(), *v))),
+                    expected: describe_split(expected.as_ref()),
+                    found: describe_split(found.as_ref()),
                 };
                 return Err(rusqlite::Error::ToSqlConversionFailure(Box::new(ConflictSignal(conflict))));
             }
+            let current = found.map(|p| (p.module, p.version));
             let at = now_rfc3339();
             tx.execute(
                 "INSERT INTO live (route, module, version, updated_at, updated_by, split) VALUES (?1, ?2, ?3, ?4, ?5, NULL)
@@ -347,6 +367,11 @@ impl RouteTable for SqliteRouteTable {
                     note.reason,
                 ],
             )?;
+            // A preview token reaches a version only until it goes live.
+            tx.execute(
+                "UPDATE versions SET preview_token = NULL WHERE route = ?1 AND version = ?2",
+                params![name, to.number as i64],
+            )?;
             tx.commit()?;
             Ok(LivePointer {
                 route,
@@ -356,6 +381,7 @@ impl RouteTable for SqliteRouteTable {
                 updated_by: note.actor,
                 metadata: Some(to.metadata),
                 split: None,
+                bindings_version: Some(to.number),
             })
         })
         .await

@@ -47,6 +47,11 @@ pub struct LivePointer {
     /// A weighted rollout in progress, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub split: Option<Split>,
+    /// The version whose bindings `metadata` holds (and whose secrets the
+    /// server reads): `version`, unless a hand edit made the pointer name
+    /// another version's module.
+    #[serde(skip)]
+    pub bindings_version: Option<u64>,
 }
 
 /// A weighted rollout: `percent` of the route's requests go to a candidate
@@ -125,8 +130,9 @@ pub struct Version {
     pub created_by: String,
     /// Deploy metadata (JSON object), kept with the version.
     pub metadata: serde_json::Value,
-    /// The token that reaches this version before (or without) it going
-    /// live: the `x-wasmgate-preview` request header.
+    /// The token that reaches this version before it goes live (the
+    /// `x-wasmgate-preview` request header): set by a preview deploy,
+    /// cleared by the flip that makes the version live.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub preview_token: Option<String>,
 }
@@ -139,8 +145,9 @@ pub struct NewVersion {
     pub metadata: serde_json::Value,
     /// `secret_text` values, stored apart from the version record.
     pub secrets: Secrets,
-    /// The version's preview token (see [`new_preview_token`]).
-    pub preview_token: String,
+    /// A preview deploy's token (see [`new_preview_token`]); it stops
+    /// working when the version goes live.
+    pub preview_token: Option<String>,
 }
 
 /// Who moves the pointer, and why, for the history.
@@ -205,8 +212,10 @@ pub trait RouteTable: Send + Sync + 'static {
     async fn versions(&self, route: &RouteName) -> Result<Vec<Version>, TableError>;
 
     /// Points `route` at `to`, in one transaction, only if its live pointer
-    /// is still `expected` (`None`: the route has no pointer yet), and
-    /// records the change. Fails with `Conflict` otherwise, changing nothing.
+    /// is still `expected` (module, version and rollout; `None`: the route
+    /// has no pointer yet), ending any rollout, clearing `to`'s preview
+    /// token, and records the change. Fails with `Conflict` otherwise,
+    /// changing nothing.
     async fn flip(
         &self,
         route: &RouteName,

@@ -31,6 +31,10 @@ use serde::{Deserialize, Serialize};
 pub const MAX_BINDINGS: usize = 64;
 /// Longest value of one text, JSON or secret binding.
 pub const MAX_BINDING_VALUE: usize = 64 * 1024;
+/// Most bytes of all a version's binding values together: the live
+/// DynamoDB item carries the live and the candidate version's bindings and
+/// must stay under DynamoDB's 400 KB item limit.
+pub const MAX_BINDINGS_TOTAL: usize = 96 * 1024;
 
 /// The CGI variables wasmgate sets for WAGI modules: no binding may take
 /// these names (nor any `HTTP_*` name).
@@ -191,6 +195,13 @@ impl DeployMetadata {
             return Err(MetadataError::Shape(format!(
                 "has {} bindings; at most {MAX_BINDINGS} are allowed",
                 raw.bindings.len()
+            )));
+        }
+        let total: usize = raw.bindings.iter().map(|b| b.to_string().len()).sum();
+        if total > MAX_BINDINGS_TOTAL {
+            return Err(MetadataError::Shape(format!(
+                "has {total} bytes of bindings; at most {} KiB in all are allowed",
+                MAX_BINDINGS_TOTAL >> 10
             )));
         }
         let mut bindings = Vec::with_capacity(raw.bindings.len());
@@ -648,6 +659,19 @@ mod tests {
             (r#"["a"]"#, "must be a JSON object"),
             (r#"{"bindings": "#, "not valid JSON"),
         ];
+        let many = (0..3)
+            .map(|i| {
+                format!(
+                    r#"{{"type": "plain_text", "name": "B{i}", "text": "{}"}}"#,
+                    "x".repeat(40_000)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let error = parse(&format!(r#"{{"bindings": [{many}]}}"#))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("KiB in all"), "{error}");
         for (json, expected) in cases {
             let error = parse(json).expect_err(json).to_string();
             assert!(error.contains(expected), "{json}: {error}");

@@ -143,6 +143,8 @@ pub enum GuestError {
     BadRequest(String),
     #[error("the request body is larger than the {} MiB limit", .0 >> 20)]
     PayloadTooLarge(usize),
+    #[error("the request body did not arrive before the deadline")]
+    RequestTimeout,
     #[error("the function exited with status {0}")]
     Exit(i32),
     #[error("the function's CGI output is malformed: {0}")]

@@ -26,7 +26,7 @@ use http_body_util::BodyExt;
 use wasmtime::{Extern, ExternType, Instance, InstancePre, Module, Store};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p1::WasiP1Ctx;
-use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 
 use super::engine::Limited;
 use super::host::{GuestLog, MemoryLimiter};
@@ -277,15 +277,16 @@ impl WagiModule {
         let deadline = invocation.deadline;
         let budget = invocation.budget;
         let (parts, body) = request.into_parts();
+        // A body still arriving at the deadline is the client's slowness.
         let body = tokio::time::timeout_at(deadline.into(), read_body(&parts, body))
             .await
-            .map_err(|_| GuestError::Timeout(budget))??;
+            .map_err(|_| GuestError::RequestTimeout)??;
         let permit = tokio::time::timeout_at(deadline.into(), engine.acquire_slot())
             .await
             .map_err(|_| GuestError::Busy(engine.limits().max_concurrency))?;
 
         let env = cgi_environment(&parts, body.len(), invocation, &grants.env);
-        let stdout = MemoryOutputPipe::new(MAX_WAGI_OUTPUT);
+        let stdout = CgiOutput::default();
         let mut wasi = WasiCtxBuilder::new();
         wasi.args(&[invocation.route_path.as_str()])
             .envs(&env)
@@ -324,11 +325,8 @@ impl WagiModule {
                 Ok(()) => Ok(()),
                 Err(error) => match error.downcast_ref::<wasmtime_wasi::I32Exit>() {
                     Some(exit) if exit.0 == 0 => Ok(()),
+                    _ if stdout.overflowed() => Err(too_much_output()),
                     Some(exit) => Err(GuestError::Exit(exit.0)),
-                    None if stdout_full(&stdout) => Err(GuestError::BadOutput(format!(
-                        "the function wrote more than {} MiB to stdout",
-                        MAX_WAGI_OUTPUT >> 20
-                    ))),
                     None => Err(classify(
                         error,
                         memory_hit.load(Ordering::Relaxed),
@@ -344,14 +342,96 @@ impl WagiModule {
         }
         drop(store);
         drop(permit);
+        // Writes past the cap fail inside the guest, and a guest that
+        // ignores that (printf does) exits 0: never answer a cut-off body.
+        if stdout.overflowed() {
+            return Err(too_much_output());
+        }
         let output = stdout.contents();
         let response = parse_cgi(&output).map_err(GuestError::BadOutput)?;
         Ok(response.map(body::full))
     }
 }
 
-fn stdout_full(stdout: &MemoryOutputPipe) -> bool {
-    stdout.contents().len() >= MAX_WAGI_OUTPUT
+fn too_much_output() -> GuestError {
+    GuestError::BadOutput(format!(
+        "the function wrote more than {} MiB to stdout",
+        MAX_WAGI_OUTPUT >> 20
+    ))
+}
+
+/// A WAGI module's stdout: kept in memory up to [`MAX_WAGI_OUTPUT`]; a
+/// write past it fails in the guest and marks the output as overflowed,
+/// so that a guest ignoring the error cannot answer a cut-off body.
+#[derive(Clone, Default)]
+struct CgiOutput {
+    inner: Arc<std::sync::Mutex<CgiBuffer>>,
+}
+
+#[derive(Default)]
+struct CgiBuffer {
+    bytes: bytes::BytesMut,
+    overflowed: bool,
+}
+
+impl CgiOutput {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CgiBuffer> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn overflowed(&self) -> bool {
+        self.lock().overflowed
+    }
+
+    fn contents(&self) -> Bytes {
+        self.lock().bytes.clone().freeze()
+    }
+}
+
+impl wasmtime_wasi::cli::IsTerminal for CgiOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl wasmtime_wasi::cli::StdoutStream for CgiOutput {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl tokio::io::AsyncWrite for CgiOutput {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let mut output = self.lock();
+        if output.bytes.len() + buf.len() > MAX_WAGI_OUTPUT {
+            output.overflowed = true;
+            return std::task::Poll::Ready(Err(std::io::Error::other(
+                "stdout is over wasmgate's CGI output limit",
+            )));
+        }
+        output.bytes.extend_from_slice(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
 }
 
 fn kind(ty: &ExternType) -> &'static str {
@@ -607,13 +687,13 @@ pub fn parse_cgi(output: &[u8]) -> Result<http::Response<Bytes>, String> {
             let parsed = code
                 .parse::<u16>()
                 .ok()
-                .filter(|c| (100..=599).contains(c))
+                .filter(|c| (200..=599).contains(c))
                 .and_then(|c| StatusCode::from_u16(c).ok());
             match parsed {
                 Some(code) => status = Some(code),
                 None => {
                     return Err(format!(
-                        "output line {line_number}: `Status: {}` is not a status code (100-599)",
+                        "output line {line_number}: `Status: {}` is not a final status code (200-599)",
                         truncate(value)
                     ));
                 }
@@ -713,8 +793,9 @@ mod tests {
                 b"this is not a header line\n\nbody\n",
                 "not a `Name: value` header",
             ),
-            (b"Status: 99\n\n", "not a status code"),
-            (b"Status: abc\n\n", "not a status code"),
+            (b"Status: 99\n\n", "not a final status code"),
+            (b"Status: 103 Early Hints\n\n", "not a final status code"),
+            (b"Status: abc\n\n", "not a final status code"),
             (b"Bad Name: x\n\n", "not a valid header name"),
         ] {
             let error = parse_cgi(output).expect_err(&String::from_utf8_lossy(output));

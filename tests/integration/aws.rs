@@ -245,7 +245,7 @@ async fn flips_from_the_same_read_on_dynamodb_one_wins_the_others_conflict() {
             actor: "setup".into(),
             metadata: serde_json::json!({}),
             secrets: Default::default(),
-            preview_token: wasmgate::routes::new_preview_token(),
+            preview_token: None,
         };
         versions.push(handles[0].add_version(&route, version).await.unwrap());
     }
@@ -338,7 +338,7 @@ async fn one_batch_lookup_finds_the_most_specific_route() {
             actor: "t".into(),
             metadata: serde_json::json!({}),
             secrets: Default::default(),
-            preview_token: wasmgate::routes::new_preview_token(),
+            preview_token: None,
         };
         let version = table.add_version(&route, version).await.unwrap();
         let note = ChangeNote {
@@ -601,4 +601,16 @@ async fn previews_rollouts_and_auto_rollback_on_dynamodb() {
     aws.cli_ok(&["promote", "/r", "2"]);
     let item = aws.live_item("/r").await;
     assert_eq!(item["version"].as_n().unwrap(), "2");
+    let preview = dynamodb
+        .get_item()
+        .table_name(TABLE)
+        .key("route", AttributeValue::S("/r".into()))
+        .key("rev", AttributeValue::S(format!("preview#{token}")))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        preview.item.is_none(),
+        "a live version's token stops working"
+    );
 }

@@ -107,6 +107,9 @@ async fn cgi_output_maps_to_responses_and_failures_to_5xx() {
     assert_eq!(big.status, 200);
     assert_eq!(big.body.len(), 3_000_000);
     assert!(big.body.iter().all(|b| *b == b'x'));
+    // Past the stdout cap the answer is an error, never a cut-off body.
+    let too_big = server.get("/cgi/big?bytes=17000000").await;
+    assert_eq!(too_big.status, 502, "{}", too_big.text());
 
     let ok = server.get("/cgi/stderr").await;
     assert_eq!((ok.status, ok.text().as_str()), (200, "ok"));

@@ -355,6 +355,71 @@ async fn a_preview_is_reachable_with_its_token_only_and_promote_makes_it_live() 
     assert!(live.is_some(), "v2 is live after promote");
     let (status, _) = admin(&server, "POST", "/_wasmgate/promote?route=/p&version=2").await;
     assert_eq!(status, 409, "already live");
+    // A token reaches its version only until it goes live.
+    let reply = server
+        .request("GET", "/p/echo", &[("x-wasmgate-preview", &token)], b"")
+        .await;
+    assert_eq!(reply.status, 404, "{}", reply.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_after_an_ended_rollout_goes_to_the_version_live_before() {
+    let server = TestServer::start_with(|s| s.route_ttl_ms = 100).await;
+    server.deploy("/r", HELLO).await;
+    server.deploy("/r", PROBE).await;
+    let dir = server.data_dir.path();
+    let wagi = write_file(dir, "wagi.wasm", WAGI_PROBE);
+    cli_ok(
+        dir,
+        &[
+            "deploy",
+            wagi.to_str().unwrap(),
+            "--route",
+            "/r",
+            "--preview",
+        ],
+    );
+    cli_ok(dir, &["rollout", "/r", "--to", "3", "--percent", "10"]);
+    let out = cli_ok(dir, &["rollback", "/r"]);
+    assert!(
+        out.contains("rollout of v3 ended; version 2 stays live"),
+        "{out}"
+    );
+    // The version live before v2 is v1, not the rejected candidate.
+    let out = cli_ok(dir, &["rollback", "/r"]);
+    assert!(out.contains("version 1 is live (was 2)"), "{out}");
+
+    // And a flip from a read taken before a rollout started is a conflict,
+    // not a silent end of that rollout.
+    let route = wasmgate::routes::RouteName::parse("/r").unwrap();
+    let backends = wasmgate::backend::Backends::open(&server.settings)
+        .await
+        .unwrap();
+    let stale = wasmgate::routes::live_of(backends.table.as_ref(), &route)
+        .await
+        .unwrap()
+        .unwrap();
+    cli_ok(dir, &["rollout", "/r", "--to", "2", "--percent", "10"]);
+    let versions = backends.table.versions(&route).await.unwrap();
+    let note = wasmgate::routes::ChangeNote {
+        actor: "test".into(),
+        action: "promote".into(),
+        reason: None,
+    };
+    let error = backends
+        .table
+        .flip(&route, Some(&stale), &versions[1], note)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, wasmgate::routes::TableError::Conflict { .. }),
+        "{error}"
+    );
+    let routes: Value = serde_json::from_str(&cli_ok(dir, &["routes", "--json"])).unwrap();
+    assert_eq!(
+        routes[0]["split"]["version"], 2,
+        "the rollout survived: {routes}"
+    );
 }
 
 /// How many of `n` GETs of `path` (with `headers`) the probe answered
@@ -455,7 +520,12 @@ async fn a_rollout_splits_traffic_keeps_sticky_clients_and_rollback_ends_it() {
     assert_eq!(
         actions,
         [
-            "deploy", "deploy", "rollback", "rollout", "rollout", "rollback"
+            "deploy",
+            "deploy",
+            "rollback",
+            "rollout",
+            "rollout",
+            "end-rollout"
         ]
     );
     assert_eq!(history["changes"][3]["actor"], "alice");

@@ -34,7 +34,7 @@ async fn concurrent_flips_one_wins_the_others_conflict() {
                         actor: "setup".into(),
                         metadata: serde_json::json!({}),
                         secrets: Default::default(),
-                        preview_token: wasmgate::routes::new_preview_token(),
+                        preview_token: None,
                     },
                 )
                 .await
@@ -96,7 +96,7 @@ async fn a_stale_flip_changes_nothing_and_says_conflict() {
         actor: "t".into(),
         metadata: serde_json::json!({}),
         secrets: Default::default(),
-        preview_token: wasmgate::routes::new_preview_token(),
+        preview_token: None,
     };
     let v1 = table.add_version(&route, v(b"1")).await.unwrap();
     let v2 = table.add_version(&route, v(b"2")).await.unwrap();
