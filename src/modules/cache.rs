@@ -77,31 +77,14 @@ impl ModuleCache {
             cache
                 .libraries
                 .try_get_with(key, async {
-                    let bytes = cache.store.get(&key).await?;
-                    key.verify(&bytes)?;
-                    let engine = cache.engine.clone();
-                    let compile = move || LibraryModule::load(&engine, &bytes);
-                    let loaded = tokio::task::spawn_blocking(compile)
-                        .await
-                        .map_err(|e| ModuleLoadError::Load {
-                            key: key.to_string(),
-                            error: LoadError::Compile(format!("the compile task failed: {e}")),
-                        })?
-                        .map_err(|error| ModuleLoadError::Load {
-                            key: key.to_string(),
-                            error,
-                        })?;
-                    Ok::<_, ModuleLoadError>(Arc::new(loaded))
+                    let compile =
+                        |engine: &WasmEngine, bytes: &[u8]| LibraryModule::load(engine, bytes);
+                    Ok::<_, ModuleLoadError>(Arc::new(cache.fetch_and_compile(key, compile).await?))
                 })
                 .await
         })
         .await
-        .map_err(|e| {
-            Arc::new(ModuleLoadError::Load {
-                key: key.to_string(),
-                error: LoadError::Compile(format!("the load task failed: {e}")),
-            })
-        })?
+        .map_err(|e| task_failed(&key, e))?
     }
 
     /// The compiled module for `key`, loading it on a miss. Fails when the
@@ -132,20 +115,20 @@ impl ModuleCache {
             Ok((entry.into_value(), outcome))
         })
         .await
-        .map_err(|e| {
-            Arc::new(ModuleLoadError::Load {
-                key: key.to_string(),
-                error: LoadError::Compile(format!("the load task failed: {e}")),
-            })
-        })?
+        .map_err(|e| task_failed(&key, e))?
     }
 
-    async fn load(&self, key: ModuleKey) -> Result<Arc<LoadedModule>, ModuleLoadError> {
+    /// Fetches `key`, checks its bytes against it, and only then compiles
+    /// them with `compile` on a blocking thread.
+    async fn fetch_and_compile<T: Send + 'static>(
+        &self,
+        key: ModuleKey,
+        compile: fn(&WasmEngine, &[u8]) -> Result<T, LoadError>,
+    ) -> Result<T, ModuleLoadError> {
         let bytes = self.store.get(&key).await?;
         key.verify(&bytes)?;
         let engine = self.engine.clone();
-        let started = std::time::Instant::now();
-        let loaded = tokio::task::spawn_blocking(move || engine.load(&bytes))
+        tokio::task::spawn_blocking(move || compile(&engine, &bytes))
             .await
             .map_err(|e| ModuleLoadError::Load {
                 key: key.to_string(),
@@ -154,7 +137,13 @@ impl ModuleCache {
             .map_err(|error| ModuleLoadError::Load {
                 key: key.to_string(),
                 error,
-            })?;
+            })
+    }
+
+    async fn load(&self, key: ModuleKey) -> Result<Arc<LoadedModule>, ModuleLoadError> {
+        let started = std::time::Instant::now();
+        let compile = |engine: &WasmEngine, bytes: &[u8]| engine.load(bytes);
+        let loaded = self.fetch_and_compile(key, compile).await?;
         tracing::info!(
             module = %key,
             abi = loaded.abi(),
@@ -163,6 +152,14 @@ impl ModuleCache {
         );
         Ok(Arc::new(loaded))
     }
+}
+
+/// A load task that panicked or was cancelled.
+fn task_failed(key: &ModuleKey, error: tokio::task::JoinError) -> Arc<ModuleLoadError> {
+    Arc::new(ModuleLoadError::Load {
+        key: key.to_string(),
+        error: LoadError::Compile(format!("the load task failed: {error}")),
+    })
 }
 
 #[cfg(test)]

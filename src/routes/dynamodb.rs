@@ -34,7 +34,7 @@ use aws_sdk_dynamodb::types::{
 use super::{
     ChangeNote, DEFAULT_MIN_REQUESTS, DEFAULT_WINDOW_SECS, LivePointer, NewVersion, PointerChange,
     RouteName, RouteTable, Secrets, Split, TableError, Version, describe, describe_split,
-    now_rfc3339,
+    now_rfc3339, split_move,
 };
 
 /// The sort key of a route's live pointer.
@@ -340,28 +340,15 @@ impl RouteTable for DynamoRouteTable {
         put_live = match expected {
             None => put_live.condition_expression("attribute_not_exists(#route)"),
             Some(pointer) => {
+                let (condition, values) = pointer_condition(pointer);
                 let mut put = put_live
                     .expression_attribute_names("#module", "module")
                     .expression_attribute_names("#version", "version")
-                    .expression_attribute_names("#split_id", "split_id")
-                    .expression_attribute_values(":module", s(&pointer.module));
-                let mut condition = "attribute_exists(#route) AND #module = :module".to_string();
-                match pointer.version {
-                    Some(v) => {
-                        condition.push_str(" AND #version = :version");
-                        put = put.expression_attribute_values(":version", n(v));
-                    }
-                    None => condition.push_str(" AND attribute_not_exists(#version)"),
+                    .expression_attribute_names("#split_id", "split_id");
+                for (name, value) in values {
+                    put = put.expression_attribute_values(name, value);
                 }
-                // A rollout started since the read must not be wiped unseen.
-                match &pointer.split {
-                    Some(split) => {
-                        condition.push_str(" AND #split_id = :split_id");
-                        put = put.expression_attribute_values(":split_id", s(&split.id));
-                    }
-                    None => condition.push_str(" AND attribute_not_exists(#split_id)"),
-                }
-                put.condition_expression(condition)
+                put.condition_expression(format!("attribute_exists(#route) AND {condition}"))
             }
         };
         let put_live = put_live
@@ -467,23 +454,11 @@ impl RouteTable for DynamoRouteTable {
             .expression_attribute_names("#split_id", "split_id")
             .expression_attribute_names("#updated_at", "updated_at")
             .expression_attribute_names("#updated_by", "updated_by")
-            .expression_attribute_values(":module", s(&expected.module))
             .expression_attribute_values(":at", s(&at))
             .expression_attribute_values(":by", s(&note.actor));
-        let mut condition = "#module = :module".to_string();
-        match expected.version {
-            Some(v) => {
-                condition.push_str(" AND #version = :version");
-                update = update.expression_attribute_values(":version", n(v));
-            }
-            None => condition.push_str(" AND attribute_not_exists(#version)"),
-        }
-        match &expected.split {
-            Some(current) => {
-                condition.push_str(" AND #split_id = :expected_split");
-                update = update.expression_attribute_values(":expected_split", s(&current.id));
-            }
-            None => condition.push_str(" AND attribute_not_exists(#split_id)"),
+        let (condition, values) = pointer_condition(expected);
+        for (name, value) in values {
+            update = update.expression_attribute_values(name, value);
         }
         let mut expression = "SET #updated_at = :at, #updated_by = :by".to_string();
         match &split {
@@ -554,20 +529,7 @@ impl RouteTable for DynamoRouteTable {
             .build()
             .map_err(build)?;
 
-        let (from, to) = match (&split, &expected.split) {
-            (Some(new), _) => (
-                (expected.version, expected.module.clone()),
-                (Some(new.version), new.module.clone()),
-            ),
-            (None, Some(old)) => (
-                (Some(old.version), old.module.clone()),
-                (expected.version, expected.module.clone()),
-            ),
-            (None, None) => (
-                (expected.version, expected.module.clone()),
-                (expected.version, expected.module.clone()),
-            ),
-        };
+        let (from, to) = split_move(expected, split.as_ref());
         let mut change: Item = HashMap::from([
             ("route".to_string(), s(&name)),
             ("rev".to_string(), s(change_rev())),
@@ -741,6 +703,30 @@ fn change_rev() -> String {
         .unwrap_or(0);
     let unique = &crate::gateway::new_request_id()[..8];
     format!("change#{millis:013}#{unique}")
+}
+
+/// The condition that the live item is still `pointer` (module, version
+/// and rollout id), over the names `#module`, `#version`, `#split_id`, with
+/// its values.
+fn pointer_condition(pointer: &LivePointer) -> (String, Vec<(&'static str, AttributeValue)>) {
+    let mut condition = "#module = :module".to_string();
+    let mut values = vec![(":module", s(&pointer.module))];
+    match pointer.version {
+        Some(v) => {
+            condition.push_str(" AND #version = :version");
+            values.push((":version", n(v)));
+        }
+        None => condition.push_str(" AND attribute_not_exists(#version)"),
+    }
+    // A rollout started since the read must not be wiped unseen.
+    match &pointer.split {
+        Some(split) => {
+            condition.push_str(" AND #split_id = :expected_split");
+            values.push((":expected_split", s(&split.id)));
+        }
+        None => condition.push_str(" AND attribute_not_exists(#split_id)"),
+    }
+    (condition, values)
 }
 
 /// Every attribute of a split on the live item.

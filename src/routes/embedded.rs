@@ -14,7 +14,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
     ChangeNote, LivePointer, NewVersion, PointerChange, RouteName, RouteTable, Secrets, Split,
-    TableError, Version, describe_split, now_rfc3339,
+    TableError, Version, describe_split, now_rfc3339, split_move,
 };
 
 /// How long a writer waits for another process's transaction to finish.
@@ -434,13 +434,7 @@ impl RouteTable for SqliteRouteTable {
                 "UPDATE live SET split = ?2, updated_at = ?3, updated_by = ?4 WHERE route = ?1",
                 params![name, text, at, note.actor],
             )?;
-            // A rollout moves traffic from the live version to the
-            // candidate; its end moves it back.
-            let (from, to) = match (&split, &current.split) {
-                (Some(new), _) => ((current.version, current.module.clone()), (Some(new.version), new.module.clone())),
-                (None, Some(old)) => ((Some(old.version), old.module.clone()), (current.version, current.module.clone())),
-                (None, None) => ((current.version, current.module.clone()), (current.version, current.module.clone())),
-            };
+            let (from, to) = split_move(&current, split.as_ref());
             tx.execute(
                 "INSERT INTO changes (route, at, actor, action, from_version, from_module, to_version, to_module, reason)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",

@@ -288,6 +288,21 @@ fn as_display<S: serde::Serializer>(value: &RouteName, s: S) -> Result<S::Ok, S:
     s.collect_str(value)
 }
 
+/// Where traffic moves when the split of `current` becomes `split`, as the
+/// (from, to) of its history record, each (version, module): a rollout
+/// moves it from the live version to the candidate, its end moves it back.
+fn split_move(
+    current: &LivePointer,
+    split: Option<&Split>,
+) -> ((Option<u64>, String), (Option<u64>, String)) {
+    let live = (current.version, current.module.clone());
+    match (split, &current.split) {
+        (Some(new), _) => (live, (Some(new.version), new.module.clone())),
+        (None, Some(old)) => ((Some(old.version), old.module.clone()), live),
+        (None, None) => (live.clone(), live),
+    }
+}
+
 /// How a pointer with its split reads in a conflict message.
 fn describe_split(pointer: Option<&LivePointer>) -> String {
     match pointer {
