@@ -12,13 +12,15 @@ WASI_SYSROOT ?=
 WASI_CFLAGS := --target=wasm32-wasi -O2 -s $(if $(WASI_SYSROOT),--sysroot=$(WASI_SYSROOT))
 NPM ?= npm
 
-.PHONY: all build demo test lint check-features check-features-all iac-check lambda-zip ci examples fixtures clean-demo help
+.PHONY: all build demo soak test fuzz lint check-features check-features-all iac-check lambda-zip ci examples fixtures clean-demo help
 
 all: build
 
 help:
 	@echo "make demo      build, deploy the example on the embedded default, serve it and curl it"
 	@echo "make test      run the whole test suite (sets up what it needs)"
+	@echo "make fuzz      each cargo-fuzz target for FUZZ_SECONDS (needs nightly + cargo-fuzz; make test runs their proptest counterparts)"
+	@echo "make soak      10 min of wrk load, faulting guests mixed in; fails if RSS grows or a status is wrong"
 	@echo "make lint      cargo fmt --check and clippy -D warnings"
 	@echo "make iac-check cfn-lint, sam validate --lint, checkov, terraform fmt on template.yaml, infra/, Dockerfile"
 	@echo "make lambda-zip  the arm64 Lambda bootstrap zip (target/lambda/wasmgate/bootstrap.zip)"
@@ -30,6 +32,13 @@ build:
 
 demo:
 	./scripts/demo.sh
+
+# Ten minutes of load at max rate (wrk, from apt if missing) against the
+# listener, faulting guests mixed in; RSS sampled over time, must stay flat.
+# Knobs: SOAK_SECONDS, SOAK_SAMPLE_SECONDS, SOAK_CONNECTIONS, ... (see the
+# script's header). Writes bench/soak.md and bench/soak-rss.csv.
+soak:
+	./scripts/soak.sh
 
 # The AWS backend tests run against moto's S3/DynamoDB server, installed
 # from PyPI into .venv on first use.
@@ -43,6 +52,24 @@ $(MOTO):
 
 test: $(MOTO)
 	WASMGATE_TEST_MOTO_SERVER=$(abspath $(MOTO)) $(CARGO) test --all-targets
+
+# libFuzzer targets in fuzz/ (Lambda events, deploy metadata, module keys,
+# route matching, CGI output, multipart uploads), FUZZ_SECONDS each. Needs
+# nightly Rust and cargo-fuzz: `rustup toolchain install nightly` and
+# `cargo install cargo-fuzz`. Seeds are in fuzz/seeds/; what the fuzzer
+# finds goes to fuzz/corpus/ and crashes to fuzz/artifacts/. On stable,
+# `make test` runs the bounded counterparts: the property tests in
+# tests/integration/fuzz.rs (PROPTEST_CASES=N for a longer run).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := lambda_event deploy_metadata module_key route_match cgi_output multipart_upload
+
+fuzz:
+	@for target in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/corpus/$$target fuzz/seeds/$$target && \
+	  echo "==> fuzz $$target ($(FUZZ_SECONDS) s)" && \
+	  $(CARGO) +nightly fuzz run $$target fuzz/corpus/$$target fuzz/seeds/$$target -- -max_total_time=$(FUZZ_SECONDS) \
+	  || exit 1; \
+	done
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -94,13 +94,7 @@ impl AdminApi {
     /// Answers one admin request.
     pub async fn handle(&self, request: Request<Body>) -> Response<Body> {
         if !self.authorized(&request) {
-            let mut response = Response::new(body::full("401 Unauthorized\n"));
-            *response.status_mut() = StatusCode::UNAUTHORIZED;
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"wasmgate\""),
-            );
-            return response;
+            return unauthorized();
         }
         let Answer(status, value) = self.route(request).await;
         let mut text = serde_json::to_string_pretty(&value).expect("BUG: JSON always serialises");
@@ -114,7 +108,8 @@ impl AdminApi {
         response
     }
 
-    fn authorized(&self, request: &Request<Body>) -> bool {
+    /// Whether `request` bears the admin token.
+    pub fn authorized<B>(&self, request: &Request<B>) -> bool {
         let Some(presented) = request
             .headers()
             .get(header::AUTHORIZATION)
@@ -294,123 +289,154 @@ impl AdminApi {
         }
     }
 
-    /// Reads the multipart body into a bundle: the `metadata` part, the main
-    /// module (the part `main_module` names, or the only part no binding
-    /// names) and the parts its bindings name.
+    /// Reads the multipart body into a bundle (see [`parse_upload`]).
     async fn read_upload(&self, request: Request<Body>) -> Result<DeployBundle, Answer> {
-        let content_type = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let boundary = multer::parse_boundary(content_type).map_err(|_| {
-            Answer::error(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "the upload must be multipart/form-data with a boundary (curl -F ...)",
-            )
-        })?;
-        let declared = request
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > self.limits.total_bytes) {
-            return Err(too_large(self.limits));
-        }
-        let constraints = multer::Constraints::new().size_limit(
-            multer::SizeLimit::new()
-                .whole_stream(self.limits.total_bytes)
-                .per_field(self.limits.part_bytes),
-        );
-        let stream = body_stream(request.into_body());
-        let mut multipart = multer::Multipart::with_constraints(stream, boundary, constraints);
-        let mut metadata: Option<Bytes> = None;
-        let mut parts: BTreeMap<String, Bytes> = BTreeMap::new();
-        loop {
-            let field = match multipart.next_field().await {
-                Ok(Some(field)) => field,
-                Ok(None) => break,
-                Err(error) => return Err(multipart_error(error, self.limits)),
-            };
-            let Some(name) = field.name().map(str::to_string).filter(|n| !n.is_empty()) else {
-                return Err(Answer::error(
-                    StatusCode::BAD_REQUEST,
-                    "a part has no name (each part needs Content-Disposition: form-data; name=...)",
-                ));
-            };
-            let bytes = field
-                .bytes()
-                .await
-                .map_err(|error| multipart_error(error, self.limits))?;
-            if name == "metadata" {
-                if bytes.len() > MAX_METADATA_BYTES {
-                    return Err(Answer::error(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        format!("the metadata part is over {} KiB", MAX_METADATA_BYTES >> 10),
-                    ));
-                }
-                if metadata.replace(bytes).is_some() {
-                    return Err(Answer::error(
-                        StatusCode::BAD_REQUEST,
-                        "the metadata part is given twice",
-                    ));
-                }
-            } else if parts.insert(name.clone(), bytes).is_some() {
-                return Err(Answer::error(
-                    StatusCode::BAD_REQUEST,
-                    format!("part {name:?} is given twice"),
-                ));
-            }
-        }
-        let metadata = metadata.ok_or_else(|| {
-            Answer::error(
-                StatusCode::BAD_REQUEST,
-                "the upload has no `metadata` part (JSON: {\"main_module\": \"...\", \"bindings\": [...]})",
-            )
-        })?;
-        let metadata = DeployMetadata::parse(&metadata).map_err(|error| {
-            Answer::error(
-                StatusCode::BAD_REQUEST,
-                format!("refusing to deploy: {error}"),
-            )
-        })?;
-        let bound: Vec<&str> = metadata.module_parts().map(|(_, part)| part).collect();
-        let main_name = match &metadata.main_module {
-            Some(main) => main.clone(),
-            None => {
-                let unbound: Vec<&String> = parts
-                    .keys()
-                    .filter(|p| !bound.contains(&p.as_str()))
-                    .collect();
-                match unbound.as_slice() {
-                    [only] => (*only).clone(),
-                    [] => {
-                        return Err(Answer::error(
-                            StatusCode::BAD_REQUEST,
-                            "the upload has no module part besides the metadata",
-                        ));
-                    }
-                    _ => {
-                        return Err(Answer::error(
-                            StatusCode::BAD_REQUEST,
-                            "several module parts: name the main one with main_module in the metadata",
-                        ));
-                    }
-                }
-            }
-        };
-        let main = parts.remove(&main_name).ok_or_else(|| {
-            Answer::error(
-                StatusCode::BAD_REQUEST,
-                format!("the metadata names main_module {main_name:?}, but no part {main_name:?} was uploaded"),
-            )
-        })?;
-        Ok(DeployBundle {
-            main,
-            parts,
-            metadata,
-        })
+        let (parts, body) = request.into_parts();
+        parse_upload(&parts.headers, body_stream(body), self.limits)
+            .await
+            .map_err(|error| Answer::error(error.status, error.message))
     }
+}
+
+/// Why an upload was refused: the status to answer with, and what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{status}: {message}")]
+pub struct UploadError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl UploadError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        UploadError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+/// Reads a multipart upload (`headers` give its content type and declared
+/// length) into a bundle: the `metadata` part, the main module (the part
+/// `main_module` names, or the only part no binding names) and the parts its
+/// bindings name. Fails (415, 413 or 400) when the body is not multipart, is
+/// over `limits`, is malformed, or its parts and metadata do not fit together.
+pub async fn parse_upload<S>(
+    headers: &http::HeaderMap,
+    body: S,
+    limits: UploadLimits,
+) -> Result<DeployBundle, UploadError>
+where
+    S: futures::Stream<Item = Result<Bytes, std::io::Error>> + Send,
+{
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let boundary = multer::parse_boundary(content_type).map_err(|_| {
+        UploadError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the upload must be multipart/form-data with a boundary (curl -F ...)",
+        )
+    })?;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits.total_bytes) {
+        return Err(too_large(limits));
+    }
+    let constraints = multer::Constraints::new().size_limit(
+        multer::SizeLimit::new()
+            .whole_stream(limits.total_bytes)
+            .per_field(limits.part_bytes),
+    );
+    let mut multipart = multer::Multipart::with_constraints(body, boundary, constraints);
+    let mut metadata: Option<Bytes> = None;
+    let mut parts: BTreeMap<String, Bytes> = BTreeMap::new();
+    loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(error) => return Err(multipart_error(error, limits)),
+        };
+        let Some(name) = field.name().map(str::to_string).filter(|n| !n.is_empty()) else {
+            return Err(UploadError::new(
+                StatusCode::BAD_REQUEST,
+                "a part has no name (each part needs Content-Disposition: form-data; name=...)",
+            ));
+        };
+        let bytes = field
+            .bytes()
+            .await
+            .map_err(|error| multipart_error(error, limits))?;
+        if name == "metadata" {
+            if bytes.len() > MAX_METADATA_BYTES {
+                return Err(UploadError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the metadata part is over {} KiB", MAX_METADATA_BYTES >> 10),
+                ));
+            }
+            if metadata.replace(bytes).is_some() {
+                return Err(UploadError::new(
+                    StatusCode::BAD_REQUEST,
+                    "the metadata part is given twice",
+                ));
+            }
+        } else if parts.insert(name.clone(), bytes).is_some() {
+            return Err(UploadError::new(
+                StatusCode::BAD_REQUEST,
+                format!("part {name:?} is given twice"),
+            ));
+        }
+    }
+    let metadata = metadata.ok_or_else(|| {
+        UploadError::new(
+            StatusCode::BAD_REQUEST,
+            "the upload has no `metadata` part (JSON: {\"main_module\": \"...\", \"bindings\": [...]})",
+        )
+    })?;
+    let metadata = DeployMetadata::parse(&metadata).map_err(|error| {
+        UploadError::new(
+            StatusCode::BAD_REQUEST,
+            format!("refusing to deploy: {error}"),
+        )
+    })?;
+    let bound: Vec<&str> = metadata.module_parts().map(|(_, part)| part).collect();
+    let main_name = match &metadata.main_module {
+        Some(main) => main.clone(),
+        None => {
+            let unbound: Vec<&String> = parts
+                .keys()
+                .filter(|p| !bound.contains(&p.as_str()))
+                .collect();
+            match unbound.as_slice() {
+                [only] => (*only).clone(),
+                [] => {
+                    return Err(UploadError::new(
+                        StatusCode::BAD_REQUEST,
+                        "the upload has no module part besides the metadata",
+                    ));
+                }
+                _ => {
+                    return Err(UploadError::new(
+                        StatusCode::BAD_REQUEST,
+                        "several module parts: name the main one with main_module in the metadata",
+                    ));
+                }
+            }
+        }
+    };
+    let main = parts.remove(&main_name).ok_or_else(|| {
+        UploadError::new(
+            StatusCode::BAD_REQUEST,
+            format!("the metadata names main_module {main_name:?}, but no part {main_name:?} was uploaded"),
+        )
+    })?;
+    Ok(DeployBundle {
+        main,
+        parts,
+        metadata,
+    })
 }
 
 /// The body as a stream of data chunks, for multer.
@@ -433,8 +459,19 @@ fn body_stream(
     })
 }
 
-fn too_large(limits: UploadLimits) -> Answer {
-    Answer::error(
+/// The bare 401: it says nothing of what is behind it.
+pub fn unauthorized() -> Response<Body> {
+    let mut response = Response::new(body::full("401 Unauthorized\n"));
+    *response.status_mut() = StatusCode::UNAUTHORIZED;
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"wasmgate\""),
+    );
+    response
+}
+
+fn too_large(limits: UploadLimits) -> UploadError {
+    UploadError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         format!(
             "the upload is over the limits: {} per part, {} in all",
@@ -455,9 +492,9 @@ fn size(bytes: u64) -> String {
     }
 }
 
-fn multipart_error(error: multer::Error, limits: UploadLimits) -> Answer {
+fn multipart_error(error: multer::Error, limits: UploadLimits) -> UploadError {
     match error {
-        multer::Error::FieldSizeExceeded { field_name, .. } => Answer::error(
+        multer::Error::FieldSizeExceeded { field_name, .. } => UploadError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
                 "part {:?} is over the {} limit per part",
@@ -466,7 +503,7 @@ fn multipart_error(error: multer::Error, limits: UploadLimits) -> Answer {
             ),
         ),
         multer::Error::StreamSizeExceeded { .. } => too_large(limits),
-        other => Answer::error(
+        other => UploadError::new(
             StatusCode::BAD_REQUEST,
             format!("the multipart body is malformed: {other}"),
         ),

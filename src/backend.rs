@@ -59,6 +59,9 @@ impl Backends {
             GatewayOptions {
                 route_ttl: settings.route_ttl(),
                 module_cache_capacity: settings.module_cache_size,
+                stale_max: settings.stale_max(),
+                limits: settings.request_limits(),
+                emf: None,
             },
         )
     }
@@ -87,6 +90,7 @@ mod aws {
 
     use anyhow::Context as _;
     use aws_config::BehaviorVersion;
+    use aws_config::retry::RetryConfig;
     use aws_config::timeout::TimeoutConfig;
     use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 
@@ -103,17 +107,25 @@ mod aws {
             .build_https()
     }
 
+    /// `WASMGATE_BACKEND_TIMEOUT_MS`, once [`open`] has read it.
+    static BACKEND_TIMEOUT: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+
     /// The shared AWS configuration: the standard environment (region,
-    /// credentials, `AWS_ENDPOINT_URL`), the rustls client, bounded timeouts.
+    /// credentials, `AWS_ENDPOINT_URL`), the rustls client, and timeouts
+    /// and retries sized for the request path: a route or secret read that
+    /// does not answer within `WASMGATE_BACKEND_TIMEOUT_MS` is tried once
+    /// more, then fails, and the caller serves what it has (stale) or a 503.
     pub async fn sdk_config() -> aws_config::SdkConfig {
+        let attempt = *BACKEND_TIMEOUT.get_or_init(|| Duration::from_secs(1));
         let timeouts = TimeoutConfig::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .operation_attempt_timeout(Duration::from_secs(10))
-            .operation_timeout(Duration::from_secs(30))
+            .connect_timeout(attempt.min(Duration::from_secs(1)))
+            .operation_attempt_timeout(attempt)
+            .operation_timeout(attempt * 3)
             .build();
         aws_config::defaults(BehaviorVersion::latest())
             .http_client(http_client())
             .timeout_config(timeouts)
+            .retry_config(RetryConfig::standard().with_max_attempts(2))
             .load()
             .await
     }
@@ -143,6 +155,7 @@ mod aws {
         let table = settings.table.clone().filter(|t| !t.is_empty()).context(
             "WASMGATE_BACKEND=aws needs WASMGATE_TABLE: the DynamoDB table that holds the routes",
         )?;
+        let _ = BACKEND_TIMEOUT.set(settings.backend_timeout());
         let config = sdk_config().await;
         anyhow::ensure!(
             config.region().is_some(),
@@ -150,8 +163,19 @@ mod aws {
         );
         // A custom endpoint (moto, MinIO, LocalStack) rarely serves
         // virtual-hosted bucket names: address buckets by path there.
+        // Module downloads and uploads move megabytes: they get 30 s per
+        // attempt and three attempts; a cold request is bounded by its own
+        // deadline anyway.
         let s3_config = aws_sdk_s3::config::Builder::from(&config)
             .force_path_style(config.endpoint_url().is_some())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(2))
+                    .operation_attempt_timeout(Duration::from_secs(30))
+                    .operation_timeout(Duration::from_secs(120))
+                    .build(),
+            )
+            .retry_config(RetryConfig::standard().with_max_attempts(3))
             .build();
         let s3 = aws_sdk_s3::Client::from_conf(s3_config);
         let dynamodb = aws_sdk_dynamodb::Client::new(&config);

@@ -14,6 +14,10 @@ pub const DEFAULT_ROUTE_TTL_MS: u64 = 2_000;
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 /// Default of `WASMGATE_MEMORY_LIMIT_MB`.
 pub const DEFAULT_MEMORY_LIMIT_MB: u64 = 128;
+/// Default of `WASMGATE_MAX_BODY_BYTES`: 10 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 << 20;
+/// Default of `WASMGATE_STALE_MAX_MS`: 5 minutes.
+pub const DEFAULT_STALE_MAX_MS: u64 = 300_000;
 /// Default of `PORT`.
 pub const DEFAULT_PORT: u16 = 8080;
 
@@ -24,6 +28,17 @@ pub enum BackendKind {
     Embedded,
     /// Modules in S3, routes in DynamoDB.
     Aws,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// JSON when the log stream is not a terminal, text when it is.
+    Auto,
+    /// One JSON object per line, the event's fields at the top level.
+    Json,
+    /// Human-readable text.
+    Text,
 }
 
 /// Settings shared by every command.
@@ -83,9 +98,53 @@ pub struct Settings {
     #[arg(long, env = "WASMGATE_POOLING", value_enum, default_value_t = PoolingMode::Auto, global = true)]
     pub pooling: PoolingMode,
 
+    /// Largest request body, in bytes (413 past it, refused before it is
+    /// read when its length is declared). A version's `max_body_bytes`
+    /// overrides it.
+    #[arg(long, env = "WASMGATE_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES,
+          value_parser = number("WASMGATE_MAX_BODY_BYTES", "bytes", 1, 1 << 30), global = true)]
+    pub max_body_bytes: u64,
+
+    /// Largest total size of a request's header names and values (431 past it).
+    #[arg(long, env = "WASMGATE_MAX_HEADER_BYTES", default_value_t = 32 * 1024,
+          value_parser = number("WASMGATE_MAX_HEADER_BYTES", "bytes", 1024, 1 << 20), global = true)]
+    pub max_header_bytes: u64,
+
+    /// Most headers a request may carry (431 past it).
+    #[arg(long, env = "WASMGATE_MAX_HEADERS", default_value_t = 100,
+          value_parser = number("WASMGATE_MAX_HEADERS", "headers", 1, 10_000), global = true)]
+    pub max_headers: u64,
+
+    /// How long cached routes and readied versions keep serving past their
+    /// time while the route table, module store or secret store cannot be
+    /// reached. 0: never serve stale.
+    #[arg(long, env = "WASMGATE_STALE_MAX_MS", default_value_t = DEFAULT_STALE_MAX_MS,
+          value_parser = number("WASMGATE_STALE_MAX_MS", "milliseconds", 0, 86_400_000), global = true)]
+    pub stale_max_ms: u64,
+
+    /// Per-attempt timeout of route-table and secret reads (2 attempts);
+    /// module downloads get 30 s per attempt.
+    #[arg(long, env = "WASMGATE_BACKEND_TIMEOUT_MS", default_value_t = 1_000,
+          value_parser = number("WASMGATE_BACKEND_TIMEOUT_MS", "milliseconds", 50, 60_000), global = true)]
+    pub backend_timeout_ms: u64,
+
+    /// CloudWatch namespace of the metrics written on Lambda (EMF).
+    #[arg(
+        long,
+        env = "WASMGATE_METRICS_NAMESPACE",
+        default_value = "wasmgate",
+        global = true
+    )]
+    pub metrics_namespace: String,
+
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `wasmgate=debug`.
     #[arg(long, env = "WASMGATE_LOG", default_value = "info", global = true)]
     pub log: String,
+
+    /// Log lines as JSON (one object per line) or text; `auto`: JSON unless
+    /// the log stream is a terminal.
+    #[arg(long, env = "WASMGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto, global = true)]
+    pub log_format: LogFormat,
 }
 
 impl Settings {
@@ -95,6 +154,23 @@ impl Settings {
 
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
+    }
+
+    pub fn stale_max(&self) -> Duration {
+        Duration::from_millis(self.stale_max_ms)
+    }
+
+    pub fn backend_timeout(&self) -> Duration {
+        Duration::from_millis(self.backend_timeout_ms)
+    }
+
+    /// The gateway's input limits.
+    pub fn request_limits(&self) -> crate::gateway::RequestLimits {
+        crate::gateway::RequestLimits {
+            max_body_bytes: self.max_body_bytes,
+            max_header_bytes: self.max_header_bytes as usize,
+            max_headers: self.max_headers as usize,
+        }
     }
 
     pub fn memory_limit_bytes(&self) -> usize {

@@ -19,6 +19,10 @@ use crate::secrets::SecretError;
 pub enum GatewayError {
     #[error("bad request: {0}")]
     BadRequest(String),
+    #[error("the request line is longer than {0} bytes")]
+    UriTooLong(usize),
+    #[error("the request headers are too large: {0}")]
+    HeadersTooLarge(String),
     #[error("no route for {0}")]
     NoRoute(String),
     #[error("route {route} points at `{key}`, which is not a module key")]
@@ -54,10 +58,22 @@ impl GatewayError {
         }
     }
 
+    /// Whether an input limit refused the request (413, 414, 431).
+    pub fn is_limit(&self) -> bool {
+        matches!(
+            self,
+            GatewayError::UriTooLong(_)
+                | GatewayError::HeadersTooLarge(_)
+                | GatewayError::Guest(GuestError::PayloadTooLarge(_))
+        )
+    }
+
     /// The status this error is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            GatewayError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             GatewayError::NoRoute(_) => StatusCode::NOT_FOUND,
             GatewayError::BadPointer { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::Module(e) => match e.as_ref() {
@@ -97,6 +113,9 @@ impl GatewayError {
     fn public_message(&self) -> String {
         match self {
             GatewayError::BadRequest(why) => why.clone(),
+            error @ (GatewayError::UriTooLong(_) | GatewayError::HeadersTooLarge(_)) => {
+                error.to_string()
+            }
             GatewayError::NoRoute(what) => format!("no route for {what}"),
             GatewayError::BadPointer { .. } | GatewayError::Module(_) => {
                 "the function's module could not be loaded".to_string()
@@ -146,6 +165,10 @@ impl GatewayError {
         );
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The rest of the body is not read: this connection is done.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

@@ -22,6 +22,7 @@ use crate::error::GatewayError;
 use crate::modules::{CacheOutcome, ModuleCache, ModuleKey, ModuleStore};
 use crate::routes::{ChangeNote, LivePointer, Resolved, RouteCache, RouteTable, Split, TableError};
 use crate::runtime::bindings::{Binding, SecretRef, VersionSpec, environment};
+use crate::runtime::outbound::OutboundPolicy;
 use crate::runtime::{Grants, GuestError, Invocation, LoadedModule, WasmEngine};
 use crate::secrets::{SECRET_TTL, SecretResolver};
 
@@ -30,6 +31,9 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// The header whose value (a version's preview token) reaches that version.
 pub const PREVIEW_HEADER: &str = "x-wasmgate-preview";
 
+/// Longest request line (method, path and query, version) served: 414 past it.
+pub const MAX_REQUEST_LINE: usize = 8 * 1024;
+
 /// Settings of the gateway itself.
 #[derive(Debug, Clone)]
 pub struct GatewayOptions {
@@ -37,6 +41,67 @@ pub struct GatewayOptions {
     pub route_ttl: Duration,
     /// Most compiled modules kept warm.
     pub module_cache_capacity: u64,
+    /// How long routes and readied versions keep serving past their time
+    /// while a backend cannot be reached.
+    pub stale_max: Duration,
+    pub limits: RequestLimits,
+    /// Write one CloudWatch EMF line per request (on Lambda).
+    pub emf: Option<crate::metrics::EmfSettings>,
+}
+
+/// Limits on what a request may send, checked before any work is done.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    /// Largest body, unless the version says otherwise (413).
+    pub max_body_bytes: u64,
+    /// Largest total of header names and values (431).
+    pub max_header_bytes: usize,
+    /// Most headers (431).
+    pub max_headers: usize,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        RequestLimits {
+            max_body_bytes: crate::config::DEFAULT_MAX_BODY_BYTES,
+            max_header_bytes: 32 * 1024,
+            max_headers: 100,
+        }
+    }
+}
+
+impl RequestLimits {
+    /// The first limit the request's head breaks, if any.
+    pub fn check_head<B>(&self, request: &Request<B>) -> Result<(), GatewayError> {
+        // METHOD SP request-target SP HTTP/1.1
+        let target = request
+            .uri()
+            .path_and_query()
+            .map_or(1, |pq| pq.as_str().len());
+        let line = request.method().as_str().len() + target + 10;
+        if line > MAX_REQUEST_LINE {
+            return Err(GatewayError::UriTooLong(MAX_REQUEST_LINE));
+        }
+        let headers = request.headers();
+        if headers.len() > self.max_headers {
+            return Err(GatewayError::HeadersTooLarge(format!(
+                "{} headers; at most {} are accepted",
+                headers.len(),
+                self.max_headers
+            )));
+        }
+        let bytes: usize = headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len())
+            .sum();
+        if bytes > self.max_header_bytes {
+            return Err(GatewayError::HeadersTooLarge(format!(
+                "{bytes} bytes of headers; at most {} are accepted",
+                self.max_header_bytes
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Facts only the front knows about a request.
@@ -56,7 +121,41 @@ pub struct RequestInfo {
 struct Deployment {
     module: Arc<LoadedModule>,
     grants: Grants,
+    /// When it was readied: it is readied again after [`SECRET_TTL`].
+    readied: Instant,
 }
+
+/// A cache value that carries its own time to live.
+pub(crate) trait OwnTtl {
+    fn ttl(&self) -> Duration;
+}
+
+/// A readied version as cached: fresh for [`SECRET_TTL`], or kept stale
+/// for a short while because readying it again failed for a backend.
+#[derive(Clone)]
+struct Ready {
+    deployment: Arc<Deployment>,
+    ttl: Duration,
+    stale: bool,
+}
+
+impl OwnTtl for Ready {
+    fn ttl(&self) -> Duration {
+        self.ttl
+    }
+}
+
+/// Expires each entry after its own [`OwnTtl::ttl`].
+pub(crate) struct PerEntryTtl;
+
+impl<K, V: OwnTtl> moka::Expiry<K, V> for PerEntryTtl {
+    fn expire_after_create(&self, _key: &K, value: &V, _now: Instant) -> Option<Duration> {
+        Some(value.ttl())
+    }
+}
+
+/// How often a backend is tried again while a stale value is served.
+pub(crate) const STALE_RETRY: Duration = Duration::from_secs(1);
 
 /// Which deployment a pointer serves: route, the version whose bindings it
 /// has, module key.
@@ -68,10 +167,18 @@ pub struct Gateway {
     modules: ModuleCache,
     /// Versions ready to run, kept for [`SECRET_TTL`] so that secrets read
     /// by reference are read again after it.
-    deployments: moka::future::Cache<DeploymentKey, Arc<Deployment>>,
+    deployments: moka::future::Cache<DeploymentKey, Ready>,
+    /// The last readied form of each version, served for up to
+    /// `stale_max` past [`SECRET_TTL`] when readying it again fails for a
+    /// backend's reasons.
+    last_ready: moka::future::Cache<DeploymentKey, Arc<Deployment>>,
+    stale_max: Duration,
+    limits: RequestLimits,
+    emf: Option<crate::metrics::EmfSettings>,
     secrets: Arc<dyn SecretResolver>,
     rollouts: crate::rollout::RolloutMonitor,
     engine: Arc<WasmEngine>,
+    started: std::time::SystemTime,
 }
 
 impl Gateway {
@@ -82,17 +189,49 @@ impl Gateway {
         secrets: Arc<dyn SecretResolver>,
         options: GatewayOptions,
     ) -> Self {
+        let capacity = options.module_cache_capacity.saturating_mul(4);
         Gateway {
-            routes: RouteCache::new(table, options.route_ttl),
+            routes: RouteCache::new(table, options.route_ttl).with_stale(options.stale_max),
             modules: ModuleCache::new(store, engine.clone(), options.module_cache_capacity),
             deployments: moka::future::Cache::builder()
-                .max_capacity(options.module_cache_capacity.saturating_mul(4))
-                .time_to_live(SECRET_TTL)
+                .max_capacity(capacity)
+                .expire_after(PerEntryTtl)
                 .build(),
+            last_ready: moka::future::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(SECRET_TTL + options.stale_max)
+                .build(),
+            stale_max: options.stale_max,
+            limits: options.limits,
+            emf: options.emf,
             secrets,
             rollouts: Default::default(),
             engine,
+            started: std::time::SystemTime::now(),
         }
+    }
+
+    /// Writes one CloudWatch EMF line per request to stdout (on Lambda).
+    pub fn with_emf(mut self, emf: crate::metrics::EmfSettings) -> Self {
+        self.emf = Some(emf);
+        self
+    }
+
+    /// The input limits requests are held to.
+    pub fn limits(&self) -> RequestLimits {
+        self.limits
+    }
+
+    /// The Prometheus text of this process's metrics.
+    pub fn prometheus_metrics(&self) -> String {
+        crate::metrics::METRICS.prometheus(&crate::metrics::Gauges {
+            instances_running: self.engine.instances_running(),
+            modules_cached: self.modules.len(),
+            start_time_seconds: self
+                .started
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+        })
     }
 
     /// Ends the rollout on `live` after its candidate failed too often: a
@@ -138,9 +277,16 @@ impl Gateway {
         let path = request.uri().path().to_string();
         let mut trace = Trace::default();
 
-        let mut response = match self.serve(request, &info, &request_id, &mut trace).await {
+        let served = match self.limits.check_head(&request) {
+            Ok(()) => self.serve(request, &info, &request_id, &mut trace).await,
+            Err(error) => Err(error),
+        };
+        let mut response = match served {
             Ok(response) => response,
             Err(error) => {
+                if error.is_limit() {
+                    crate::metrics::METRICS.limit_refused();
+                }
                 trace.host_fault = error.is_host_fault();
                 if error.status().is_server_error() {
                     tracing::warn!(request_id = %request_id, error = %error, "request failed");
@@ -159,6 +305,28 @@ impl Gateway {
         {
             self.end_rollout(live.clone(), reason);
         }
+        let sample = crate::metrics::RequestSample {
+            status: response.status().as_u16(),
+            duration: started.elapsed(),
+            route_cache: trace.route_cache,
+            module_cache: trace.module_cache,
+        };
+        let cold_start = crate::metrics::METRICS.request(&sample);
+        if let Some(emf) = &self.emf {
+            let line = crate::metrics::emf_line(
+                emf,
+                &sample,
+                cold_start,
+                &request_id,
+                trace.route.as_deref(),
+            );
+            // One write of a whole line: lines of concurrent requests
+            // (and log lines) never interleave.
+            use std::io::Write as _;
+            let _ = std::io::stdout()
+                .lock()
+                .write_all(format!("{line}\n").as_bytes());
+        }
         tracing::info!(
             target: "wasmgate::request",
             request_id = %request_id,
@@ -168,7 +336,7 @@ impl Gateway {
             version = trace.version,
             module = trace.module.as_deref().unwrap_or("-"),
             status = response.status().as_u16(),
-            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            duration_ms = sample.duration.as_secs_f64() * 1000.0,
             rollout = if trace.rollout.is_some() { "candidate" } else { "-" },
             route_cache = trace.route_cache.map(|c| c.as_str()).unwrap_or("-"),
             module_cache = trace.module_cache.map(|c| c.as_str()).unwrap_or("-"),
@@ -196,6 +364,13 @@ impl Gateway {
             tokio::time::timeout_at(deadline.into(), self.prepare(request, trace))
                 .await
                 .map_err(|_| GatewayError::Guest(GuestError::Timeout(budget)))??;
+        let max_body = deployment
+            .grants
+            .max_body_bytes
+            .unwrap_or(self.limits.max_body_bytes);
+        let too_large = || GatewayError::Guest(GuestError::PayloadTooLarge(max_body as usize));
+        let tripped = Arc::new(AtomicBool::new(false));
+        let request = request.map(|body| crate::body::limited(body, max_body, tripped.clone()));
         let invocation = Invocation {
             request_id: request_id.to_string(),
             deadline,
@@ -204,11 +379,17 @@ impl Gateway {
             route: pointer.route.to_string(),
             route_path: pointer.route.prefix().to_string(),
             remote_addr: info.remote_addr.clone(),
+            max_body_bytes: max_body,
         };
-        Ok(deployment
+        let answer = deployment
             .module
             .run(&self.engine, request, &invocation, &deployment.grants)
-            .await?)
+            .await;
+        // However the guest took the failed read, the client sent too much.
+        if tripped.load(Ordering::Relaxed) {
+            return Err(too_large());
+        }
+        Ok(answer?)
     }
 
     /// Finds the route and the compiled module for `request`.
@@ -281,35 +462,89 @@ impl Gateway {
         trace.version = pointer.version;
         trace.module = Some(pointer.module.clone());
 
+        // A declared body over the version's limit is refused before its
+        // module is fetched or compiled, and before the body is read.
+        let max_body = pointer
+            .metadata
+            .as_ref()
+            .and_then(|m| m.get("max_body_bytes"))
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(self.limits.max_body_bytes);
+        let declared = request
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max_body) {
+            return Err(GatewayError::Guest(GuestError::PayloadTooLarge(
+                max_body as usize,
+            )));
+        }
+
         let id: DeploymentKey = (
             pointer.route.to_string(),
             pointer.bindings_version,
             pointer.module.clone(),
         );
-        if let Some(deployment) = self.deployments.get(&id).await {
-            trace.module_cache = Some(CacheOutcome::Hit);
-            return Ok((pointer, deployment, request));
+        if let Some(ready) = self.deployments.get(&id).await {
+            trace.module_cache = Some(if ready.stale {
+                CacheOutcome::Stale
+            } else {
+                CacheOutcome::Hit
+            });
+            return Ok((pointer, ready.deployment, request));
         }
         // Concurrent cold requests for one version share one readying: one
         // read of its secrets, not one per request.
         let compiled_here = AtomicBool::new(false);
-        let deployment = self
+        let ready = self
             .deployments
-            .entry(id)
+            .entry(id.clone())
             .or_try_insert_with(async {
-                let (deployment, outcome) = self.deploy(&pointer).await?;
-                compiled_here.store(outcome == CacheOutcome::Miss, Ordering::Relaxed);
-                Ok::<_, GatewayError>(deployment)
+                match self.deploy(&pointer).await {
+                    Ok((deployment, outcome)) => {
+                        compiled_here.store(outcome == CacheOutcome::Miss, Ordering::Relaxed);
+                        self.last_ready.insert(id.clone(), deployment.clone()).await;
+                        Ok(Ready {
+                            deployment,
+                            ttl: SECRET_TTL,
+                            stale: false,
+                        })
+                    }
+                    Err(error) if error.is_host_fault() => {
+                        self.stale_deployment(&id, &error).await.ok_or(error)
+                    }
+                    Err(error) => Err(error),
+                }
             })
             .await
             .map_err(|error| (*error).clone())?
             .into_value();
-        trace.module_cache = Some(if compiled_here.load(Ordering::Relaxed) {
+        trace.module_cache = Some(if ready.stale {
+            CacheOutcome::Stale
+        } else if compiled_here.load(Ordering::Relaxed) {
             CacheOutcome::Miss
         } else {
             CacheOutcome::Hit
         });
-        Ok((pointer, deployment, request))
+        Ok((pointer, ready.deployment, request))
+    }
+
+    /// The last readied form of `id`, when readying it again failed for a
+    /// backend's reasons and it is no more than `stale_max` past its time:
+    /// cached for [`STALE_RETRY`], after which the backend is tried again.
+    async fn stale_deployment(&self, id: &DeploymentKey, error: &GatewayError) -> Option<Ready> {
+        let deployment = self.last_ready.get(id).await?;
+        let left = (SECRET_TTL + self.stale_max).saturating_sub(deployment.readied.elapsed());
+        if left.is_zero() {
+            return None;
+        }
+        tracing::warn!(route = %id.0, module = %id.2, %error, stale_for_at_most_ms = left.as_millis() as u64, "serving the version as last readied: a backend is unreachable");
+        Some(Ready {
+            deployment,
+            ttl: STALE_RETRY.min(left),
+            stale: true,
+        })
     }
 
     /// Readies the version `pointer` serves: its main module, the modules
@@ -369,10 +604,18 @@ impl Gateway {
         }
         let env = environment(&spec, &stored, &resolved)
             .map_err(|e| GatewayError::Bindings(format!("{route}: {e}")))?;
+        let outbound = OutboundPolicy::parse(&spec.allowed_outbound_hosts)
+            .map_err(|e| GatewayError::Bindings(format!("{route}: {e}")))?;
         Ok((
             Arc::new(Deployment {
                 module,
-                grants: Grants { env, modules },
+                grants: Grants {
+                    env,
+                    modules,
+                    outbound: Arc::new(outbound),
+                    max_body_bytes: spec.max_body_bytes,
+                },
+                readied: Instant::now(),
             }),
             outcome,
         ))

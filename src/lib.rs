@@ -48,7 +48,13 @@
 //! | `WASMGATE_ADMIN_MAX_PART_MB`, `WASMGATE_ADMIN_MAX_UPLOAD_MB` | `64`, `128` | admin upload limits per module and in all |
 //! | `WASMGATE_ACTOR` | | who the CLI records in the history |
 //! | `WASMGATE_LAMBDA_INVOKE_MODE` | `buffered` | Lambda: `buffered` or `response-stream` |
+//! | `WASMGATE_MAX_BODY_BYTES` | `10485760` | largest request body (413); a version's `max_body_bytes` overrides it |
+//! | `WASMGATE_MAX_HEADER_BYTES`, `WASMGATE_MAX_HEADERS` | `32768`, `100` | header limits (431) |
+//! | `WASMGATE_STALE_MAX_MS` | `300000` | how long cached routes and versions serve while a backend is down |
+//! | `WASMGATE_BACKEND_TIMEOUT_MS` | `1000` | per-attempt timeout of route and secret reads |
+//! | `WASMGATE_METRICS_NAMESPACE` | `wasmgate` | CloudWatch namespace of the EMF lines (Lambda) |
 //! | `WASMGATE_LOG` | `info` | log filter |
+//! | `WASMGATE_LOG_FORMAT` | `auto` | `json`, `text`, or `auto` (JSON unless a terminal) |
 
 #[cfg(feature = "http")]
 pub mod admin;
@@ -59,6 +65,7 @@ pub mod deploy;
 pub mod error;
 pub mod front;
 pub mod gateway;
+pub mod metrics;
 pub mod modules;
 pub mod rollout;
 pub mod routes;

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use clap::{Parser, Subcommand};
 
 use wasmgate::backend::{self, Backends};
-use wasmgate::config::{BackendKind, ServeSettings, Settings};
+use wasmgate::config::{BackendKind, LogFormat, ServeSettings, Settings};
 use wasmgate::deploy::{DeployBundle, RouteHistory};
 use wasmgate::routes::RouteName;
 use wasmgate::runtime::PoolingMode;
@@ -169,7 +169,7 @@ fn main() -> ExitCode {
     }
     // Servers log to stdout (where platforms collect it); the CLI to stderr.
     let server = matches!(cli.command, None | Some(Command::Serve { .. }));
-    init_logging(&cli.settings.log, server);
+    init_logging(&cli.settings.log, cli.settings.log_format, server);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -419,7 +419,13 @@ async fn serve_http(
 #[cfg(feature = "lambda")]
 async fn serve_lambda(settings: &Settings, backends: Backends, cli: &Cli) -> anyhow::Result<()> {
     let engine = backend::engine(settings)?;
-    let gateway = Arc::new(backends.gateway(engine.clone(), settings));
+    // On Lambda, metrics are EMF lines on stdout: CloudWatch makes them
+    // metrics with no agent and no API call.
+    let emf = wasmgate::metrics::EmfSettings {
+        namespace: settings.metrics_namespace.clone(),
+        function_name: std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_default(),
+    };
+    let gateway = Arc::new(backends.gateway(engine.clone(), settings).with_emf(emf));
     tracing::info!(pooling = engine.pooling(), mode = ?cli.lambda_invoke_mode, "wasmgate running as a Lambda function");
     wasmgate::front::lambda::run(gateway, cli.lambda_invoke_mode)
         .await
@@ -593,19 +599,61 @@ fn actor_or_user(actor: Option<String>) -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
-/// Logs go to stdout for `serve` (where platforms collect them) and to
-/// stderr for the CLI (so its stdout stays the command's output).
-fn init_logging(filter: &str, to_stdout: bool) {
+/// Logs go to stdout for `serve` and on Lambda (where platforms collect
+/// them) and to stderr for the CLI (so its stdout stays the command's
+/// output). JSON lines, one event each with its fields at the top level
+/// (what CloudWatch Logs Insights and Cloud Logging query as-is), unless
+/// the stream is a terminal or `WASMGATE_LOG_FORMAT` says otherwise.
+fn init_logging(filter: &str, format: LogFormat, to_stdout: bool) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|error| {
         eprintln!("warning: WASMGATE_LOG={filter:?} is not a valid filter ({error}); using `info`");
         tracing_subscriber::EnvFilter::new("info")
     });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if to_stdout {
-        let ansi = std::io::stdout().is_terminal();
-        builder.with_ansi(ansi).with_writer(std::io::stdout).init();
+    let terminal = if to_stdout {
+        std::io::stdout().is_terminal()
     } else {
-        let ansi = std::io::stderr().is_terminal();
-        builder.with_ansi(ansi).with_writer(std::io::stderr).init();
+        std::io::stderr().is_terminal()
+    };
+    let json = match format {
+        LogFormat::Auto => !terminal,
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+    };
+    let writer =
+        tracing_subscriber::fmt::writer::BoxMakeWriter::new(move || -> Box<dyn std::io::Write> {
+            if to_stdout {
+                Box::new(std::io::stdout())
+            } else {
+                Box::new(std::io::stderr())
+            }
+        });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init();
+    } else {
+        builder.with_ansi(terminal).init();
     }
+    // A panic anywhere (a bug) is logged as an event like any other, so it
+    // is found by the same queries; the default hook's text would be
+    // neither JSON nor tagged.
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(panic = %message, %location, "panic");
+    }));
 }

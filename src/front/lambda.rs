@@ -23,7 +23,11 @@ use bytes::Bytes;
 use http::{HeaderValue, header};
 use http_body::{Body as HttpBody, Frame};
 use http_body_util::BodyExt;
-use lambda_http::{Body as LambdaBody, RequestExt, service_fn};
+use lambda_http::lambda_runtime::{MetadataPrelude, StreamResponse};
+use lambda_http::request::LambdaRequest;
+use lambda_http::{Body as LambdaBody, LambdaEvent, RequestExt, Service, service_fn};
+use serde::Deserialize;
+use std::panic::AssertUnwindSafe;
 
 use crate::body::{self, Body};
 use crate::gateway::{Gateway, RequestInfo};
@@ -47,21 +51,223 @@ const MAX_BUFFERED_BODY: usize = 4 * 1024 * 1024;
 
 /// Runs the Lambda runtime loop until the runtime API goes away. Fails only
 /// when the runtime cannot start (e.g. `AWS_LAMBDA_RUNTIME_API` unreachable).
+///
+/// Every event gets an HTTP answer: one that is not an API Gateway, ALB or
+/// Function URL event, or that cannot become an HTTP request, is a 400, so
+/// a stray test invoke or a fuzzed payload never fails the invocation.
 pub async fn run(gateway: Arc<Gateway>, mode: InvokeMode) -> Result<(), lambda_http::Error> {
     match mode {
         InvokeMode::Buffered => {
-            let service = service_fn(move |request: lambda_http::Request| {
+            let adapter = lambda_http::Adapter::from(service_fn(move |request| {
                 let gateway = gateway.clone();
                 async move { Ok::<_, Infallible>(buffered(&gateway, request).await) }
+            }));
+            let service = service_fn(move |event: LambdaEvent<Event>| {
+                let mut adapter = adapter.clone();
+                async move {
+                    let LambdaEvent { payload, context } = event;
+                    let request = match payload {
+                        Event::Http(mut request) => {
+                            escape_path(&mut request);
+                            *request
+                        }
+                        Event::Malformed(why) => {
+                            return Ok(Reply::Raw(malformed_reply(&context, &why)));
+                        }
+                    };
+                    // The adapter turns the event into a request before it
+                    // returns a future; lambda_http panics on an event whose
+                    // URI cannot be built.
+                    let call = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        adapter.call(LambdaEvent::new(request, context.clone()))
+                    }));
+                    match call {
+                        Ok(future) => future.await.map(Reply::Http),
+                        Err(_) => Ok(Reply::Raw(malformed_reply(&context, UNCONVERTIBLE))),
+                    }
+                }
             });
-            lambda_http::run_concurrent(service).await
+            lambda_http::lambda_runtime::run_concurrent(service).await
         }
         InvokeMode::ResponseStream => {
-            let service = service_fn(move |request: lambda_http::Request| {
+            let service = service_fn(move |event: LambdaEvent<Event>| {
                 let gateway = gateway.clone();
-                async move { Ok::<_, Infallible>(streamed(&gateway, request).await) }
+                async move {
+                    let LambdaEvent { payload, context } = event;
+                    let response = match payload {
+                        Event::Http(request) => match to_http(*request) {
+                            Ok(mut request) => {
+                                if let Some(trace) = context.xray_trace_id.as_deref()
+                                    && let Ok(value) = HeaderValue::from_str(trace)
+                                {
+                                    request.headers_mut().insert("x-amzn-trace-id", value);
+                                }
+                                streamed(&gateway, request.with_lambda_context(context)).await
+                            }
+                            Err(why) => malformed_response(&context, &why).map(EndOnError::new),
+                        },
+                        Event::Malformed(why) => {
+                            malformed_response(&context, &why).map(EndOnError::new)
+                        }
+                    };
+                    Ok::<_, Infallible>(stream_response(response))
+                }
             });
-            lambda_http::run_with_streaming_response_concurrent(service).await
+            lambda_http::lambda_runtime::run_concurrent(service).await
+        }
+    }
+}
+
+const UNCONVERTIBLE: &str = "the event cannot be turned into an HTTP request (bad path or Host)";
+
+/// An invocation payload: an HTTP event from API Gateway (v1 or v2), an ALB
+/// or a Function URL, or why it is none of them.
+pub enum Event {
+    Http(Box<LambdaRequest>),
+    Malformed(String),
+}
+
+impl<'de> Deserialize<'de> for Event {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = Box::<serde_json::value::RawValue>::deserialize(deserializer)?;
+        Ok(match serde_json::from_str::<LambdaRequest>(raw.get()) {
+            Ok(request) => Event::Http(Box::new(request)),
+            Err(error) => Event::Malformed(error.to_string()),
+        })
+    }
+}
+
+/// Parses an invocation payload into the request lambda_http would make of
+/// it, or says why it is not an HTTP event. Never panics.
+pub fn parse_event(payload: &[u8]) -> Result<lambda_http::Request, String> {
+    let request =
+        serde_json::from_slice::<LambdaRequest>(payload).map_err(|error| error.to_string())?;
+    to_http(request)
+}
+
+/// lambda_http's conversion, which panics on an event whose URI it cannot
+/// build: that is a malformed event, answered, not a failed invocation.
+fn to_http(mut request: LambdaRequest) -> Result<lambda_http::Request, String> {
+    escape_path(&mut request);
+    std::panic::catch_unwind(AssertUnwindSafe(|| lambda_http::Request::from(request)))
+        .map_err(|_| UNCONVERTIBLE.to_string())
+}
+
+/// Puts back the escapes of the characters that would end the event's path
+/// when lambda_http builds the URI from it: `?` and `#` (a `/a%3Fadmin=1`
+/// must not reach the guest as `/a` with the query `admin=1`), and, in a
+/// REST API event, whose `path` API Gateway has decoded, `%` itself.
+fn escape_path(request: &mut LambdaRequest) {
+    fn escape(path: &mut Option<String>, decoded: bool) {
+        let Some(raw) = path.as_mut() else { return };
+        let needs_escapes = raw.contains(['?', '#']) || (decoded && raw.contains('%'));
+        if !needs_escapes {
+            return;
+        }
+        let mut out = String::with_capacity(raw.len() + 8);
+        for c in raw.chars() {
+            match c {
+                '?' => out.push_str("%3F"),
+                '#' => out.push_str("%23"),
+                '%' if decoded => out.push_str("%25"),
+                c => out.push(c),
+            }
+        }
+        *raw = out;
+    }
+    match request {
+        LambdaRequest::ApiGatewayV1(event) => escape(&mut event.path, true),
+        LambdaRequest::ApiGatewayV2(event) => escape(&mut event.raw_path, false),
+        LambdaRequest::Alb(event) => escape(&mut event.path, false),
+        _ => {}
+    }
+}
+
+/// What the buffered runtime posts back: lambda_http's response for the
+/// event's trigger, or a plain 400 for a malformed event.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Reply<R> {
+    Http(R),
+    Raw(serde_json::Value),
+}
+
+/// The 400 for a malformed event, in the shape every HTTP trigger accepts.
+fn malformed_reply(context: &lambda_http::Context, why: &str) -> serde_json::Value {
+    tracing::warn!(request_id = %context.request_id, reason = %why, "malformed Lambda event");
+    serde_json::json!({
+        "statusCode": 400,
+        "headers": {
+            "content-type": "text/plain; charset=utf-8",
+            "x-request-id": context.request_id,
+        },
+        "isBase64Encoded": false,
+        "body": malformed_text(context, why),
+    })
+}
+
+fn malformed_text(context: &lambda_http::Context, why: &str) -> String {
+    format!(
+        "400 Bad Request: not an API Gateway, ALB or Function URL event: {why}\nrequest id: {}\n",
+        context.request_id
+    )
+}
+
+/// The 400 for a malformed event, as a streamed response.
+fn malformed_response(context: &lambda_http::Context, why: &str) -> http::Response<Body> {
+    tracing::warn!(request_id = %context.request_id, reason = %why, "malformed Lambda event");
+    let mut response = http::Response::new(body::full(malformed_text(context, why)));
+    *response.status_mut() = http::StatusCode::BAD_REQUEST;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&context.request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+/// A response as Lambda's streaming protocol wants it: status, headers and
+/// cookies in the prelude, then the body's bytes.
+fn stream_response(response: http::Response<EndOnError>) -> StreamResponse<BodyBytes> {
+    let (parts, body) = response.into_parts();
+    let mut headers = parts.headers;
+    let cookies = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|c| String::from_utf8_lossy(c.as_bytes()).into_owned())
+        .collect();
+    headers.remove(header::SET_COOKIE);
+    StreamResponse {
+        metadata_prelude: MetadataPrelude {
+            status_code: parts.status,
+            headers,
+            cookies,
+        },
+        stream: BodyBytes(body),
+    }
+}
+
+/// A response body as the stream of byte chunks the runtime sends.
+pub struct BodyBytes(EndOnError);
+
+impl futures::Stream for BodyBytes {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            match std::task::ready!(Pin::new(&mut self.0).poll_frame(cx)) {
+                None => return Poll::Ready(None),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data()
+                        && !data.is_empty()
+                    {
+                        return Poll::Ready(Some(Ok(data)));
+                    }
+                }
+                Some(Err(never)) => match never {},
+            }
         }
     }
 }
@@ -127,7 +333,7 @@ async fn collect_limited(mut body: Body, max: usize) -> Result<Bytes, String> {
     Ok(collected.freeze())
 }
 
-/// Serves one event and streams the response (response-stream mode).
+/// Serves one request and streams the response (response-stream mode).
 pub async fn streamed(
     gateway: &Gateway,
     request: lambda_http::Request,

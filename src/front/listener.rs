@@ -17,10 +17,14 @@ use tokio::net::TcpListener;
 
 use crate::admin::AdminApi;
 use crate::body::BoxError;
-use crate::gateway::{Gateway, RequestInfo};
+use crate::gateway::{Gateway, MAX_REQUEST_LINE, RequestInfo};
 
 /// How long a client has to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where the Prometheus metrics are served (behind the admin token when one
+/// is set).
+pub const METRICS_PATH: &str = "/_wasmgate/metrics";
 
 /// A bound listener, ready to serve.
 pub struct Listener {
@@ -56,10 +60,20 @@ impl Listener {
     /// whether everything drained in time.
     pub async fn serve(self, shutdown: impl Future<Output = ()>, drain_timeout: Duration) -> bool {
         let graceful = GracefulShutdown::new();
+        let limits = self.gateway.limits();
         let mut http = http1::Builder::new();
         http.timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
-            .keep_alive(true);
+            .keep_alive(true)
+            // Room for a request line the gateway answers 414 and headers
+            // it answers 431; a head larger still is refused by hyper (431)
+            // before it is buffered.
+            .max_buf_size(MAX_REQUEST_LINE + limits.max_header_bytes + 64 * 1024);
+        if limits.max_headers != 100 {
+            // hyper's default is 100 and parses them on the stack; any other
+            // count costs a heap allocation per request.
+            http.max_headers(limits.max_headers + 1);
+        }
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -122,6 +136,19 @@ async fn handle(
         .get("x-forwarded-proto")
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
     let request = request.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed_unsync());
+    if request.uri().path() == METRICS_PATH && request.method() == http::Method::GET {
+        if let Some(admin) = admin
+            && !admin.authorized(&request)
+        {
+            return crate::admin::unauthorized();
+        }
+        let mut response = hyper::Response::new(crate::body::full(gateway.prometheus_metrics()));
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        return response;
+    }
     if let Some(admin) = admin
         && AdminApi::owns(request.uri().path())
     {

@@ -15,6 +15,9 @@ use crate::runtime::{LibraryModule, LoadError, LoadedModule, WasmEngine};
 pub enum CacheOutcome {
     Hit,
     Miss,
+    /// Kept past its time because the backend could not be reached to
+    /// refresh it (`WASMGATE_STALE_MAX_MS`).
+    Stale,
 }
 
 impl CacheOutcome {
@@ -22,6 +25,7 @@ impl CacheOutcome {
         match self {
             CacheOutcome::Hit => "hit",
             CacheOutcome::Miss => "miss",
+            CacheOutcome::Stale => "stale",
         }
     }
 }
@@ -60,6 +64,15 @@ impl ModuleCache {
                 .max_capacity(capacity)
                 .build(),
         }
+    }
+
+    /// Compiled modules kept warm now.
+    pub fn len(&self) -> u64 {
+        self.compiled.entry_count() + self.libraries.entry_count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// The compiled library module for `key` (a `wasm_module` binding),

@@ -4,9 +4,14 @@
 //! keeps the most specific. Misses ("no route here") are cached too, so a
 //! flood of requests for unknown paths does not reach the table. A change
 //! made by any process is served within the TTL; errors are never cached.
+//!
+//! When the table cannot be reached, the last answer read for a request
+//! keeps serving, stale, for up to `WASMGATE_STALE_MAX_MS` after it was
+//! read; the table is tried again every second meanwhile. A request with
+//! no answer to fall back on fails (503).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{LivePointer, RouteTable, TableError, candidates, most_specific, normalise_host};
 use crate::modules::CacheOutcome;
@@ -23,11 +28,31 @@ pub enum Resolved {
     Missing,
 }
 
+/// A cached answer: fresh for the TTL, or stale (the table could not be
+/// reached) and kept for a short while before the table is tried again.
+#[derive(Clone)]
+struct Cached {
+    resolved: Resolved,
+    ttl: Duration,
+    stale: bool,
+}
+
+impl crate::gateway::OwnTtl for Cached {
+    fn ttl(&self) -> Duration {
+        self.ttl
+    }
+}
+
 /// The TTL cache in front of a [`RouteTable`].
 #[derive(Clone)]
 pub struct RouteCache {
     table: Arc<dyn RouteTable>,
-    entries: Option<moka::future::Cache<(String, String), Resolved>>,
+    ttl: Duration,
+    entries: Option<moka::future::Cache<(String, String), Cached>>,
+    /// The last answer read from the table for each request, and when:
+    /// served when the table cannot be reached, until `stale_max` after.
+    last_good: Option<moka::future::Cache<(String, String), (Resolved, Instant)>>,
+    stale_max: Duration,
     /// Preview lookups by (host, path, token).
     previews: Option<moka::future::Cache<(String, String, String), Resolved>>,
 }
@@ -46,7 +71,7 @@ impl RouteCache {
         let entries = (!ttl.is_zero()).then(|| {
             moka::future::Cache::builder()
                 .max_capacity(MAX_ENTRIES)
-                .time_to_live(ttl)
+                .expire_after(crate::gateway::PerEntryTtl)
                 .build()
         });
         let previews = (!ttl.is_zero()).then(|| {
@@ -57,9 +82,27 @@ impl RouteCache {
         });
         RouteCache {
             table,
+            ttl,
             entries,
+            last_good: None,
+            stale_max: Duration::ZERO,
             previews,
         }
+    }
+
+    /// Serves the last answer read for up to `stale_max` after it was read
+    /// when the table cannot be reached (zero: never; needs a TTL).
+    pub fn with_stale(mut self, stale_max: Duration) -> Self {
+        if !stale_max.is_zero() && self.entries.is_some() {
+            self.last_good = Some(
+                moka::future::Cache::builder()
+                    .max_capacity(MAX_ENTRIES)
+                    .time_to_live(stale_max)
+                    .build(),
+            );
+            self.stale_max = stale_max;
+        }
+        self
     }
 
     /// The version whose preview token is `token`, on the most specific
@@ -128,16 +171,58 @@ impl RouteCache {
             let found = self.fetch(&host, &path).await?;
             return Ok((found, CacheOutcome::Miss));
         };
+        let key = (host, path);
         let entry = entries
-            .entry((host.clone(), path.clone()))
-            .or_try_insert_with(self.fetch(&host, &path))
+            .entry(key.clone())
+            .or_try_insert_with(self.fetch_or_stale(&key))
             .await?;
-        let outcome = if entry.is_fresh() {
-            CacheOutcome::Miss
-        } else {
-            CacheOutcome::Hit
+        let outcome = match entry.value() {
+            Cached { stale: true, .. } => CacheOutcome::Stale,
+            _ if entry.is_fresh() => CacheOutcome::Miss,
+            _ => CacheOutcome::Hit,
         };
-        Ok((entry.into_value(), outcome))
+        Ok((entry.into_value().resolved, outcome))
+    }
+
+    /// Reads the table; when it cannot be reached, the last answer read for
+    /// `key` if it is no older than `stale_max`.
+    async fn fetch_or_stale(&self, key: &(String, String)) -> Result<Cached, TableError> {
+        match self.fetch(&key.0, &key.1).await {
+            Ok(resolved) => {
+                if let Some(last_good) = &self.last_good {
+                    last_good
+                        .insert(key.clone(), (resolved.clone(), Instant::now()))
+                        .await;
+                }
+                Ok(Cached {
+                    resolved,
+                    ttl: self.ttl,
+                    stale: false,
+                })
+            }
+            Err(TableError::Unavailable(why)) => {
+                let last = match &self.last_good {
+                    Some(last_good) => last_good.get(key).await,
+                    None => None,
+                };
+                let Some((resolved, read_at)) = last else {
+                    return Err(TableError::Unavailable(why));
+                };
+                let left = self.stale_max.saturating_sub(read_at.elapsed());
+                if left.is_zero() {
+                    return Err(TableError::Unavailable(why));
+                }
+                tracing::warn!(host = %key.0, path = %key.1, error = %why, stale_ms = read_at.elapsed().as_millis() as u64, "route table unreachable: serving the route as last read");
+                Ok(Cached {
+                    resolved,
+                    ttl: crate::gateway::STALE_RETRY
+                        .min(left)
+                        .min(self.ttl.max(Duration::from_millis(1))),
+                    stale: true,
+                })
+            }
+            Err(error) => Err(error),
+        }
     }
 
     async fn fetch(&self, host: &str, path: &str) -> Result<Resolved, TableError> {
@@ -210,12 +295,17 @@ mod tests {
     struct Counting {
         inner: SqliteRouteTable,
         lookups: AtomicUsize,
+        /// Lookups fail as if the table could not be reached.
+        down: std::sync::atomic::AtomicBool,
     }
 
     #[async_trait]
     impl RouteTable for Counting {
         async fn lookup(&self, candidates: &[RouteName]) -> Result<Vec<LivePointer>, TableError> {
             self.lookups.fetch_add(1, Ordering::SeqCst);
+            if self.down.load(Ordering::SeqCst) {
+                return Err(TableError::Unavailable("down for the test".into()));
+            }
             self.inner.lookup(candidates).await
         }
         async fn list(&self) -> Result<Vec<LivePointer>, TableError> {
@@ -299,6 +389,7 @@ mod tests {
         let table = Arc::new(Counting {
             inner,
             lookups: AtomicUsize::new(0),
+            down: Default::default(),
         });
         (dir, table)
     }
@@ -343,5 +434,32 @@ mod tests {
         let (_, outcome) = cache.resolve(None, "/a").await.unwrap();
         assert_eq!(outcome, CacheOutcome::Miss);
         assert_eq!(table.lookups.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_table_serves_the_last_answer_for_at_most_stale_max() {
+        let (_dir, table) = table_with(&["/a"]).await;
+        let cache = RouteCache::new(table.clone(), Duration::from_millis(50))
+            .with_stale(Duration::from_millis(600));
+        let (_, outcome) = cache.resolve(None, "/a").await.unwrap();
+        assert_eq!(outcome, CacheOutcome::Miss);
+        table.down.store(true, Ordering::SeqCst);
+
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (found, outcome) = cache.resolve(None, "/a").await.unwrap();
+        assert_eq!(outcome, CacheOutcome::Stale);
+        assert!(matches!(found, Resolved::Found(p) if p.route.to_string() == "/a"));
+        // Never read: nothing to fall back on.
+        assert!(cache.resolve(None, "/b").await.is_err());
+
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert!(
+            cache.resolve(None, "/a").await.is_err(),
+            "stale for at most stale_max"
+        );
+
+        table.down.store(false, Ordering::SeqCst);
+        let (_, outcome) = cache.resolve(None, "/a").await.unwrap();
+        assert_eq!(outcome, CacheOutcome::Miss, "errors are not cached");
     }
 }

@@ -149,7 +149,17 @@ pub struct DeployMetadata {
     /// The script name of an upload through the admin API, kept with the
     /// version.
     pub script: Option<String>,
+    /// Hosts the guest may call over wasi:http (none by default), see
+    /// [`crate::runtime::outbound`].
+    pub allowed_outbound_hosts: Vec<String>,
+    /// This version's request body limit, instead of `WASMGATE_MAX_BODY_BYTES`.
+    pub max_body_bytes: Option<u64>,
 }
+
+/// Largest `max_body_bytes` a version may ask for.
+pub const MAX_BODY_BYTES_CAP: u64 = 1 << 30;
+/// Most `allowed_outbound_hosts` entries.
+pub const MAX_OUTBOUND_HOSTS: usize = 64;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -160,6 +170,10 @@ struct RawMetadata {
     body_part: Option<String>,
     #[serde(default)]
     bindings: Vec<serde_json::Value>,
+    #[serde(default)]
+    allowed_outbound_hosts: Vec<String>,
+    #[serde(default)]
+    max_body_bytes: Option<u64>,
 }
 
 impl DeployMetadata {
@@ -176,7 +190,7 @@ impl DeployMetadata {
         }
         let raw: RawMetadata = serde_json::from_value(value).map_err(|e| {
             MetadataError::Shape(format!(
-                "has a problem: {e} (known fields: main_module, body_part, bindings)"
+                "has a problem: {e} (known fields: main_module, body_part, bindings, allowed_outbound_hosts, max_body_bytes)"
             ))
         })?;
         let main_module = match (raw.main_module, raw.body_part) {
@@ -190,6 +204,21 @@ impl DeployMetadata {
         };
         if main_module.as_deref().is_some_and(str::is_empty) {
             return Err(MetadataError::Shape("has an empty main_module".into()));
+        }
+        if raw.allowed_outbound_hosts.len() > MAX_OUTBOUND_HOSTS {
+            return Err(MetadataError::Shape(format!(
+                "has {} allowed_outbound_hosts; at most {MAX_OUTBOUND_HOSTS} are allowed",
+                raw.allowed_outbound_hosts.len()
+            )));
+        }
+        crate::runtime::outbound::OutboundPolicy::parse(&raw.allowed_outbound_hosts)
+            .map_err(MetadataError::Shape)?;
+        if let Some(limit) = raw.max_body_bytes
+            && !(1..=MAX_BODY_BYTES_CAP).contains(&limit)
+        {
+            return Err(MetadataError::Shape(format!(
+                "has max_body_bytes {limit}; it must be from 1 to {MAX_BODY_BYTES_CAP} (1 GiB)"
+            )));
         }
         if raw.bindings.len() > MAX_BINDINGS {
             return Err(MetadataError::Shape(format!(
@@ -240,6 +269,8 @@ impl DeployMetadata {
             main_module,
             bindings,
             script: None,
+            allowed_outbound_hosts: raw.allowed_outbound_hosts,
+            max_body_bytes: raw.max_body_bytes,
         })
     }
 
@@ -316,6 +347,8 @@ impl DeployMetadata {
                 main_module: self.main_module,
                 bindings,
                 script: self.script,
+                allowed_outbound_hosts: self.allowed_outbound_hosts,
+                max_body_bytes: self.max_body_bytes,
             },
             secrets,
         )
@@ -458,6 +491,10 @@ pub struct VersionSpec {
     /// The script name, when uploaded through the admin API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub script: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_outbound_hosts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<u64>,
 }
 
 impl VersionSpec {

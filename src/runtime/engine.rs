@@ -113,6 +113,11 @@ impl WasmEngine {
         self.pooling
     }
 
+    /// Guest instances alive now (slots taken).
+    pub fn instances_running(&self) -> u64 {
+        (self.limits.max_concurrency as u64).saturating_sub(self.slots.available_permits() as u64)
+    }
+
     /// Waits for an instance slot; the permit is held until the store is gone.
     pub(crate) async fn acquire_slot(&self) -> tokio::sync::OwnedSemaphorePermit {
         self.slots

@@ -1,5 +1,6 @@
 //! The per-request host state a guest's `Store` carries: its WASI context
-//! (no environment, no files, no network), its wasi:http context, the memory
+//! (no environment, no files, no sockets), its wasi:http context (outbound
+//! requests only where the version allows them), the memory
 //! limiter, and guest stdout/stderr routed to the log.
 
 use std::pin::Pin;
@@ -13,21 +14,28 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
+use super::outbound::OutboundPolicy;
+
 /// What one guest instance may do, fixed before it starts.
 pub struct HostState {
     table: ResourceTable,
     wasi: WasiCtx,
     http: WasiHttpCtx,
-    hooks: DenyOutbound,
+    hooks: OutboundHooks,
     pub(crate) limiter: MemoryLimiter,
 }
 
 impl HostState {
     /// A guest context with nothing granted but `env` (the version's
-    /// bindings): no host environment, no preopened directories, no sockets,
-    /// stdin closed, stdout and stderr going to the log tagged with
-    /// `request_id`.
-    pub fn new(request_id: &str, memory_limit: usize, env: &[(String, String)]) -> Self {
+    /// bindings) and the wasi:http requests `outbound` allows: no host
+    /// environment, no preopened directories, no sockets, stdin closed,
+    /// stdout and stderr going to the log tagged with `request_id`.
+    pub fn new(
+        request_id: &str,
+        memory_limit: usize,
+        env: &[(String, String)],
+        outbound: Arc<OutboundPolicy>,
+    ) -> Self {
         let mut wasi = WasiCtx::builder();
         wasi.envs(env)
             .stdout(GuestLog::new(request_id, "stdout"))
@@ -39,7 +47,10 @@ impl HostState {
             table: ResourceTable::new(),
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
-            hooks: DenyOutbound,
+            hooks: OutboundHooks {
+                policy: outbound,
+                request_id: request_id.to_string(),
+            },
             limiter: MemoryLimiter::new(memory_limit),
         }
     }
@@ -70,15 +81,20 @@ impl WasiHttpView for HostState {
     }
 }
 
-/// Outbound HTTP (`wasi:http/outgoing-handler`): denied, as no route grants it yet.
-struct DenyOutbound;
+/// Outbound HTTP (`wasi:http/outgoing-handler`): sent when the version's
+/// [`OutboundPolicy`] grants the scheme, host and port, else refused with
+/// wasi:http's `HTTP-request-denied`, logged and counted.
+struct OutboundHooks {
+    policy: Arc<OutboundPolicy>,
+    request_id: String,
+}
 
-impl WasiHttpHooks for DenyOutbound {
+impl WasiHttpHooks for OutboundHooks {
     fn send_request(
         &mut self,
         request: http::Request<wasmtime_wasi_http::WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
-        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
     ) -> Box<
         dyn Future<
                 Output = Result<
@@ -90,8 +106,33 @@ impl WasiHttpHooks for DenyOutbound {
                 >,
             > + Send,
     > {
-        tracing::warn!(uri = %request.uri(), "guest outbound HTTP request denied");
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+        let uri = request.uri();
+        let allowed = self.policy.allows(
+            uri.scheme_str().unwrap_or(""),
+            uri.host().unwrap_or(""),
+            uri.port_u16(),
+        );
+        if !allowed {
+            crate::metrics::METRICS.outbound(false);
+            tracing::warn!(
+                request_id = %self.request_id,
+                uri = %uri,
+                allowed = %self.policy,
+                "guest outbound HTTP request denied: not in the version's allowed_outbound_hosts"
+            );
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        crate::metrics::METRICS.outbound(true);
+        tracing::debug!(request_id = %self.request_id, uri = %uri, "guest outbound HTTP request");
+        _ = fut;
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = _> + Send>,
+            ))
+        })
     }
 }
 

@@ -14,6 +14,7 @@
 pub mod bindings;
 mod engine;
 mod host;
+pub mod outbound;
 mod wagi;
 mod wasi_http;
 
@@ -21,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use engine::{EPOCH_TICK, PoolingMode, RuntimeLimits, WasmEngine};
-pub use wagi::{LibraryModule, MAX_WAGI_BODY, MAX_WAGI_OUTPUT, WagiModule, parse_cgi};
+pub use wagi::{LibraryModule, MAX_WAGI_OUTPUT, WagiModule, parse_cgi};
 pub use wasi_http::HttpComponent;
 
 use crate::body::Body;
@@ -89,6 +90,10 @@ impl LoadedModule {
 pub struct Grants {
     pub env: Vec<(String, String)>,
     pub modules: Vec<(String, Arc<LibraryModule>)>,
+    /// Where the guest may send wasi:http requests.
+    pub outbound: Arc<outbound::OutboundPolicy>,
+    /// The version's own request body limit, if it sets one.
+    pub max_body_bytes: Option<u64>,
 }
 
 /// Per-request facts the runtime needs.
@@ -107,6 +112,9 @@ pub struct Invocation {
     pub route_path: String,
     /// The client's address, as the front knows it.
     pub remote_addr: Option<String>,
+    /// The request body limit that applies (a WAGI module's stdin is
+    /// buffered up to it).
+    pub max_body_bytes: u64,
 }
 
 /// Why bytes cannot be served.
@@ -141,7 +149,7 @@ pub enum GuestError {
     Busy(u32),
     #[error("the request cannot be handed to the function: {0}")]
     BadRequest(String),
-    #[error("the request body is larger than the {} MiB limit", .0 >> 20)]
+    #[error("the request body is larger than the limit of {0} bytes")]
     PayloadTooLarge(usize),
     #[error("the request body did not arrive before the deadline")]
     RequestTimeout,

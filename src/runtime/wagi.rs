@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! request ──▶ env: REQUEST_METHOD, PATH_INFO, ... HTTP_*, bindings
-//!             stdin: the body (read whole, up to MAX_WAGI_BODY)
+//!             stdin: the body (read whole, up to the body limit)
 //!             argv: [SCRIPT_NAME]
 //!                 │  _start
 //!                 ▼
@@ -36,8 +36,6 @@ use crate::body::{self, Body};
 
 /// The import module of WASI preview1.
 const WASI_P1: &str = "wasi_snapshot_preview1";
-/// Largest request body handed to a WAGI module on stdin.
-pub const MAX_WAGI_BODY: usize = 10 << 20;
 /// Largest output (headers and body) a WAGI module may write to stdout.
 pub const MAX_WAGI_OUTPUT: usize = 16 << 20;
 /// Largest header section of the CGI output, and most header lines.
@@ -278,9 +276,12 @@ impl WagiModule {
         let budget = invocation.budget;
         let (parts, body) = request.into_parts();
         // A body still arriving at the deadline is the client's slowness.
-        let body = tokio::time::timeout_at(deadline.into(), read_body(&parts, body))
-            .await
-            .map_err(|_| GuestError::RequestTimeout)??;
+        let body = tokio::time::timeout_at(
+            deadline.into(),
+            read_body(&parts, body, invocation.max_body_bytes),
+        )
+        .await
+        .map_err(|_| GuestError::RequestTimeout)??;
         let permit = tokio::time::timeout_at(deadline.into(), engine.acquire_slot())
             .await
             .map_err(|_| GuestError::Busy(engine.limits().max_concurrency))?;
@@ -448,16 +449,21 @@ fn link_message(error: wasmtime::Error) -> String {
     format!("{error:#}")
 }
 
-/// Reads the whole request body, refusing one over [`MAX_WAGI_BODY`]
-/// before reading it when its length is declared.
-async fn read_body(parts: &http::request::Parts, body: Body) -> Result<Bytes, GuestError> {
+/// Reads the whole request body, refusing one over `limit` before reading
+/// it when its length is declared.
+async fn read_body(
+    parts: &http::request::Parts,
+    body: Body,
+    limit: u64,
+) -> Result<Bytes, GuestError> {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_WAGI_BODY as u64) {
-        return Err(GuestError::PayloadTooLarge(MAX_WAGI_BODY));
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(GuestError::PayloadTooLarge(limit));
     }
     let mut body = body;
     let mut buffer = bytes::BytesMut::new();
@@ -466,8 +472,8 @@ async fn read_body(parts: &http::request::Parts, body: Body) -> Result<Bytes, Gu
             GuestError::BadRequest(format!("the request body could not be read: {error}"))
         })?;
         if let Ok(data) = frame.into_data() {
-            if buffer.len() + data.len() > MAX_WAGI_BODY {
-                return Err(GuestError::PayloadTooLarge(MAX_WAGI_BODY));
+            if buffer.len() + data.len() > limit {
+                return Err(GuestError::PayloadTooLarge(limit));
             }
             buffer.extend_from_slice(&data);
         }
@@ -674,15 +680,18 @@ pub fn parse_cgi(output: &[u8]) -> Result<http::Response<Bytes>, String> {
                 "the output has more than {MAX_CGI_HEADERS} header lines"
             ));
         }
-        let text = String::from_utf8_lossy(line);
-        let Some((name, value)) = text.split_once(':') else {
+        // Bytes, not text: a value may carry obs-text (0x80-0xFF), which
+        // goes out as the guest wrote it.
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
             return Err(format!(
                 "output line {line_number} is not a `Name: value` header: {:?}",
-                truncate(&text)
+                truncate(&String::from_utf8_lossy(line))
             ));
         };
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("status") {
+        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+        if name.eq_ignore_ascii_case(b"status") {
+            let value = String::from_utf8_lossy(value);
+            let value = value.as_ref();
             let code = value.split_whitespace().next().unwrap_or("");
             let parsed = code
                 .parse::<u16>()
@@ -700,13 +709,13 @@ pub fn parse_cgi(output: &[u8]) -> Result<http::Response<Bytes>, String> {
             }
             continue;
         }
-        let name = HeaderName::from_bytes(name.trim_end().as_bytes()).map_err(|_| {
+        let name = HeaderName::from_bytes(name.trim_ascii_end()).map_err(|_| {
             format!(
                 "output line {line_number}: {:?} is not a valid header name",
-                truncate(name)
+                truncate(&String::from_utf8_lossy(name))
             )
         })?;
-        let value = HeaderValue::from_str(value).map_err(|_| {
+        let value = HeaderValue::from_bytes(value).map_err(|_| {
             format!("output line {line_number}: the value of {name} is not a valid header value")
         })?;
         if is_hop_by_hop(&name) || name == header::CONTENT_LENGTH {
@@ -777,6 +786,16 @@ mod tests {
         assert!(r.headers().get("content-length").is_none());
         assert!(r.headers().get("transfer-encoding").is_none());
         assert_eq!(r.headers()["x-ok"], "1");
+    }
+
+    #[test]
+    fn header_values_go_out_byte_for_byte() {
+        // Found by the property tests: obs-text bytes became U+FFFD, and a
+        // value ending in a Unicode space (NEL, U+0085) lost it.
+        let r = parse_cgi(b"X-Latin1: caf\xe9\nX-Nel: a\xc2\x85\nX-Pad: \t a b \t\n\n").unwrap();
+        assert_eq!(r.headers()["x-latin1"].as_bytes(), b"caf\xe9");
+        assert_eq!(r.headers()["x-nel"].as_bytes(), b"a\xc2\x85");
+        assert_eq!(r.headers()["x-pad"].as_bytes(), b"a b");
     }
 
     #[test]

@@ -58,6 +58,7 @@ impl HttpComponent {
             &invocation.request_id,
             engine.limits().memory_limit_bytes,
             &grants.env,
+            grants.outbound.clone(),
         );
         let mut store = engine.new_store(state, invocation.deadline);
         let memory_hit = store.data().limiter.hit_flag();

@@ -377,21 +377,70 @@ async fn with_the_backends_down_warm_routes_serve_and_a_cold_miss_is_503() {
         "--route",
         "/hello",
     ]);
-    let server = aws.serve(60_000);
-    let warm = send(server.addr, "GET", "/hello", &[], bytes::Bytes::new()).await;
-    assert_eq!(warm.status, 200);
+    // Routes are read again every 300 ms; one server may serve them stale
+    // for a minute, the other for 4 s (each read of the dead table takes up
+    // to a second of SDK retries).
+    let mut env = aws.env();
+    env.push(("WASMGATE_STALE_MAX_MS", "60000".into()));
+    let patient = ServeProcess::start(&aws.dir.path().join("unused"), 300, &env);
+    let mut env = aws.env();
+    env.push(("WASMGATE_STALE_MAX_MS", "4000".into()));
+    let strict = ServeProcess::start(&aws.dir.path().join("unused"), 300, &env);
+    for server in [&patient, &strict] {
+        let warm = send(server.addr, "GET", "/hello", &[], bytes::Bytes::new()).await;
+        assert_eq!(warm.status, 200);
+    }
+    // Read again just before the outage: both start it with a fresh read.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for server in [&patient, &strict] {
+        let warm = send(server.addr, "GET", "/hello", &[], bytes::Bytes::new()).await;
+        assert_eq!(warm.status, 200);
+    }
 
     aws.moto.kill();
-    let warm = send(server.addr, "GET", "/hello", &[], bytes::Bytes::new()).await;
+    let outage = std::time::Instant::now();
+    // Past the route TTL: every lookup now fails to reach DynamoDB.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for server in [&patient, &strict] {
+        let warm = send(
+            server.addr,
+            "GET",
+            "/hello",
+            &[("x-request-id", "stale-1")],
+            bytes::Bytes::new(),
+        )
+        .await;
+        assert_eq!(
+            warm.status,
+            200,
+            "a route read before the outage keeps serving: {}\n{}",
+            warm.text(),
+            server.log.lock().unwrap().join("\n")
+        );
+        let cold = send(server.addr, "GET", "/other", &[], bytes::Bytes::new()).await;
+        assert_eq!(cold.status, 503, "{}", cold.text());
+        assert_eq!(cold.headers["retry-after"], "1");
+    }
+    let stale_logged = eventually(Duration::from_secs(5), || async {
+        !patient
+            .log_lines_with(&["stale-1", "\"route_cache\":\"stale\""])
+            .is_empty()
+    })
+    .await;
+    assert!(stale_logged.is_some(), "{:?}", patient.log.lock().unwrap());
+
+    // Past 4 s of staleness the strict server stops; the patient one goes on.
+    let wait = Duration::from_millis(5_500).saturating_sub(outage.elapsed());
+    tokio::time::sleep(wait).await;
+    let expired = send(strict.addr, "GET", "/hello", &[], bytes::Bytes::new()).await;
     assert_eq!(
-        warm.status,
-        200,
-        "a cached route and module keep serving: {}",
-        warm.text()
+        expired.status,
+        503,
+        "stale for at most WASMGATE_STALE_MAX_MS: {}",
+        expired.text()
     );
-    let cold = send(server.addr, "GET", "/other", &[], bytes::Bytes::new()).await;
-    assert_eq!(cold.status, 503, "{}", cold.text());
-    assert_eq!(cold.headers["retry-after"], "1");
+    let kept = send(patient.addr, "GET", "/hello", &[], bytes::Bytes::new()).await;
+    assert_eq!(kept.status, 200, "{}", kept.text());
 }
 
 #[test]

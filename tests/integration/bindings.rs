@@ -124,7 +124,7 @@ async fn cgi_output_maps_to_responses_and_failures_to_5xx() {
 async fn a_body_over_the_wagi_limit_is_a_413() {
     let server = TestServer::start().await;
     server.deploy("/cgi", WAGI_PROBE).await;
-    let body = vec![b'a'; wasmgate::runtime::MAX_WAGI_BODY + 1];
+    let body = vec![b'a'; wasmgate::config::DEFAULT_MAX_BODY_BYTES as usize + 1];
     let reply = server.request("POST", "/cgi/echo", &[], &body).await;
     assert_eq!(reply.status, 413, "{}", reply.text());
     assert_eq!(server.get("/cgi/echo").await.status, 200);

@@ -54,7 +54,14 @@ pub fn settings(data_dir: &Path) -> Settings {
         max_concurrency: 64,
         module_cache_size: 16,
         pooling: PoolingMode::Auto,
+        max_body_bytes: wasmgate::config::DEFAULT_MAX_BODY_BYTES,
+        max_header_bytes: 32 * 1024,
+        max_headers: 100,
+        stale_max_ms: wasmgate::config::DEFAULT_STALE_MAX_MS,
+        backend_timeout_ms: 5_000,
+        metrics_namespace: "wasmgate".into(),
         log: "warn".into(),
+        log_format: wasmgate::config::LogFormat::Auto,
     }
 }
 
@@ -363,6 +370,13 @@ impl ServeProcess {
                 .next()
                 .expect("serve exited before listening")
                 .unwrap();
+            // JSON lines when stdout is a pipe (the default), text with
+            // WASMGATE_LOG_FORMAT=text.
+            if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
+                && let Some(addr) = event["addr"].as_str()
+            {
+                break addr.parse().unwrap();
+            }
             if let Some(rest) = line.split("addr=").nth(1) {
                 break rest.split_whitespace().next().unwrap().parse().unwrap();
             }

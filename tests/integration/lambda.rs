@@ -430,3 +430,117 @@ async fn the_guest_deadline_stays_inside_the_invocation_deadline() {
     );
     assert!(api.errors.lock().unwrap().is_empty());
 }
+
+/// Events that are not HTTP events, or that lambda_http cannot turn into a
+/// request, in both invoke modes: each is answered with a 400, the runtime
+/// stays up, and the next event is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_event_is_a_400_and_the_runtime_goes_on() {
+    let (_dir, data) = probe_deployed();
+    for mode in ["buffered", "response-stream"] {
+        let (api, addr) = RuntimeApi::start().await;
+        let _runtime = bootstrap(&data, addr, &[("WASMGATE_LAMBDA_INVOKE_MODE", mode)]);
+
+        api.push("not-http", json!({"hello": "world"}));
+        api.push("array", json!([1, 2, 3]));
+        let mut bad_host = v2_event("GET", "/probe/echo", "", None);
+        bad_host["headers"]["host"] = json!("bad host");
+        api.push("bad-host", bad_host);
+        api.push("bad-query", v2_event("GET", "/probe/echo", "a b=c d", None));
+        api.push("ok", v2_event("GET", "/probe/echo", "", None));
+
+        // Buffered: the JSON reply; streamed: the prelude before the 8 zero bytes.
+        let status_and_body = |(_, body): (http::HeaderMap, Bytes)| -> (Value, String) {
+            if mode == "buffered" {
+                let reply: Value = serde_json::from_slice(&body).unwrap();
+                let text = String::from_utf8(decoded_body(&reply)).unwrap();
+                (reply["statusCode"].clone(), text)
+            } else {
+                let split = body.windows(8).position(|w| w == [0u8; 8]).unwrap();
+                let prelude: Value = serde_json::from_slice(&body[..split]).unwrap();
+                let text = String::from_utf8_lossy(&body[split + 8..]).into_owned();
+                (prelude["statusCode"].clone(), text)
+            }
+        };
+        for id in ["not-http", "array", "bad-host", "bad-query"] {
+            let (status, text) = status_and_body(api.response(id).await);
+            assert_eq!(status, 400, "{mode} {id}: {text}");
+            assert!(
+                text.contains("400 Bad Request") && text.contains(&format!("request id: {id}")),
+                "{mode} {id}: {text}"
+            );
+        }
+        let (status, text) = status_and_body(api.response("ok").await);
+        assert_eq!(status, 200, "{mode}: {text}");
+        assert!(text.contains("path: /probe/echo"), "{mode}: {text}");
+        assert!(
+            api.errors.lock().unwrap().is_empty(),
+            "{mode}: no invocation failed: {:?}",
+            api.errors.lock().unwrap()
+        );
+    }
+}
+
+/// On Lambda every request writes one CloudWatch EMF line to stdout, and
+/// the first request of the process is its cold start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_invocation_writes_an_emf_metrics_line() {
+    use std::io::BufRead as _;
+    let (_dir, data) = probe_deployed();
+    let (api, addr) = RuntimeApi::start().await;
+    let mut child = wasmgate(&data)
+        .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
+        .env("AWS_LAMBDA_FUNCTION_NAME", "wasmgate-emf")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("WASMGATE_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = lines.clone();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let _runtime = KillOnDrop(child);
+
+    api.push("emf-1", v2_event("GET", "/probe/echo", "", None));
+    api.push("emf-2", v2_event("GET", "/probe/trap", "", None));
+    api.response("emf-1").await;
+    api.response("emf-2").await;
+    let emf = |id: &str| -> Option<Value> {
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("\"_aws\""))
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["request_id"] == id)
+    };
+    for _ in 0..100 {
+        if emf("emf-2").is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let first = emf("emf-1").expect("an EMF line for emf-1");
+    let declared = &first["_aws"]["CloudWatchMetrics"][0];
+    assert_eq!(declared["Namespace"], "wasmgate");
+    assert_eq!(declared["Dimensions"], json!([["FunctionName"]]));
+    assert_eq!(first["FunctionName"], "wasmgate-emf");
+    assert_eq!(first["Requests"], 1);
+    assert_eq!(first["Errors"], 0);
+    assert_eq!(first["ColdStart"], 1, "{first}");
+    assert_eq!(first["ModuleCacheMiss"], 1, "{first}");
+    assert!(first["_aws"]["Timestamp"].as_u64().unwrap() > 1_600_000_000_000);
+    let second = emf("emf-2").expect("an EMF line for emf-2");
+    assert_eq!(second["Errors"], 1, "a trap is an error: {second}");
+    assert_eq!(second["ColdStart"], 0);
+    assert_eq!(second["ModuleCacheHit"], 1, "{second}");
+}

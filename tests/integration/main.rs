@@ -9,6 +9,8 @@ mod bindings;
 mod cli;
 mod common;
 mod faults;
+mod fuzz;
+mod hardening;
 #[cfg(feature = "lambda")]
 mod lambda;
 #[cfg(feature = "aws")]

@@ -66,6 +66,8 @@ impl Moto {
             ("AWS_REGION", REGION.into()),
             ("AWS_ACCESS_KEY_ID", "test".into()),
             ("AWS_SECRET_ACCESS_KEY", "test".into()),
+            // moto on a busy CI machine can take more than the 1 s default.
+            ("WASMGATE_BACKEND_TIMEOUT_MS", "5000".into()),
         ]
     }
 

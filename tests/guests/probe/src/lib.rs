@@ -51,6 +51,27 @@ impl wasip2::exports::http::incoming_handler::Guest for Probe {
                 text.push_str(&format!("http: {}\n", outbound_http(port)));
                 send(response_out, 200, &text);
             }
+            "fetch" => {
+                // GET http://{authority}{path} through wasi:http and answer
+                // with what came back (or the error code).
+                let authority = query_param(&query, "authority").unwrap_or("127.0.0.1");
+                let target = query_param(&query, "path").unwrap_or("/");
+                let scheme = query_param(&query, "scheme").unwrap_or("http");
+                send(response_out, 200, &fetch(scheme, authority, target));
+            }
+            "slow" => {
+                // `chunks` writes of `size` bytes, `ms` apart: a long download.
+                let chunks: usize = query_param(&query, "chunks")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(10);
+                let size: usize = query_param(&query, "size")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1024);
+                let ms: u64 = query_param(&query, "ms")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(100);
+                send_slowly(response_out, chunks, size, ms);
+            }
             "trap" => core::arch::wasm32::unreachable(),
             "panic" => panic!("the probe was asked to panic"),
             "loop" => {
@@ -125,6 +146,63 @@ fn outbound_http(port: &str) -> String {
             }
         }
     }
+}
+
+/// GET `scheme://authority/path` through `wasi:http/outgoing-handler`:
+/// `status: N` and the body, or `error: ...` with the wasi:http error code.
+fn fetch(scheme: &str, authority: &str, path: &str) -> String {
+    use wasip2::http::outgoing_handler;
+    use wasip2::http::types::{OutgoingRequest, Scheme};
+    let request = OutgoingRequest::new(Fields::new());
+    let scheme = match scheme {
+        "https" => Scheme::Https,
+        _ => Scheme::Http,
+    };
+    let _ = request.set_scheme(Some(&scheme));
+    let _ = request.set_authority(Some(authority));
+    let _ = request.set_path_with_query(Some(path));
+    let future = match outgoing_handler::handle(request, None) {
+        Ok(future) => future,
+        Err(code) => return format!("error: {code:?}\n"),
+    };
+    future.subscribe().block();
+    let response = match future.get() {
+        Some(Ok(Ok(response))) => response,
+        Some(Ok(Err(code))) => return format!("error: {code:?}\n"),
+        other => return format!("error: {other:?}\n"),
+    };
+    let mut text = format!("status: {}\n", response.status());
+    let mut body = Vec::new();
+    if let Ok(incoming) = response.consume() {
+        if let Ok(mut stream) = incoming.stream() {
+            let _ = stream.read_to_end(&mut body);
+        }
+    }
+    text.push_str(&String::from_utf8_lossy(&body));
+    text
+}
+
+/// Streams `chunks` chunks of `size` bytes of `0123456789abcdef`, sleeping
+/// `ms` between them.
+fn send_slowly(response_out: ResponseOutparam, chunks: usize, size: usize, ms: u64) {
+    let headers = Fields::new();
+    headers
+        .set("content-type", &[b"application/octet-stream".to_vec()])
+        .expect("valid header");
+    let response = OutgoingResponse::new(headers);
+    let body = response.body().expect("body");
+    ResponseOutparam::set(response_out, Ok(response));
+    let mut out = body.write().expect("writable");
+    let chunk: Vec<u8> = b"0123456789abcdef".iter().copied().cycle().take(size).collect();
+    for i in 0..chunks {
+        if i > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
+        out.write_all(&chunk).expect("write");
+        out.flush().expect("flush");
+    }
+    drop(out);
+    OutgoingBody::finish(body, None).expect("finish");
 }
 
 fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
