@@ -23,6 +23,9 @@ impl Backends {
     /// cannot be opened (embedded), or when the bucket or table name is
     /// missing (aws).
     pub async fn open(settings: &Settings) -> anyhow::Result<Self> {
+        // Secret references are read with the AWS SDK on either backend.
+        #[cfg(feature = "aws")]
+        aws::set_backend_timeout(settings.backend_timeout());
         match settings.backend {
             BackendKind::Embedded => Self::embedded(settings),
             #[cfg(feature = "aws")]
@@ -107,8 +110,14 @@ mod aws {
             .build_https()
     }
 
-    /// `WASMGATE_BACKEND_TIMEOUT_MS`, once [`open`] has read it.
+    /// `WASMGATE_BACKEND_TIMEOUT_MS`, once [`Backends::open`] has read it.
     static BACKEND_TIMEOUT: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+
+    /// Sets the per-attempt timeout of every SDK client made after it (the
+    /// first call wins: one process, one setting).
+    pub fn set_backend_timeout(timeout: Duration) {
+        let _ = BACKEND_TIMEOUT.set(timeout);
+    }
 
     /// The shared AWS configuration: the standard environment (region,
     /// credentials, `AWS_ENDPOINT_URL`), the rustls client, and timeouts
@@ -155,7 +164,6 @@ mod aws {
         let table = settings.table.clone().filter(|t| !t.is_empty()).context(
             "WASMGATE_BACKEND=aws needs WASMGATE_TABLE: the DynamoDB table that holds the routes",
         )?;
-        let _ = BACKEND_TIMEOUT.set(settings.backend_timeout());
         let config = sdk_config().await;
         anyhow::ensure!(
             config.region().is_some(),

@@ -654,6 +654,16 @@ fn init_logging(filter: &str, format: LogFormat, to_stdout: bool) {
             .map(|s| s.to_string())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_default();
-        tracing::error!(panic = %message, %location, "panic");
+        #[cfg(feature = "lambda")]
+        if wasmgate::front::lambda::in_event_conversion() {
+            // A malformed event, caught and answered 400 (and logged then).
+            tracing::debug!(panic = %message, %location, "lambda_http could not convert an event");
+            return;
+        }
+        if tracing::enabled!(tracing::Level::ERROR) {
+            tracing::error!(panic = %message, %location, "panic");
+        } else {
+            eprintln!("panic at {location}: {message}");
+        }
     }));
 }

@@ -35,6 +35,8 @@ pub struct Metrics {
     /// By status class: 1xx..5xx.
     requests: [AtomicU64; 5],
     duration_buckets: [AtomicU64; BUCKETS.len()],
+    /// Durations past the last bucket.
+    duration_overflow: AtomicU64,
     duration_sum_micros: AtomicU64,
     route_cache: [AtomicU64; 3],
     module_cache: [AtomicU64; 3],
@@ -63,6 +65,7 @@ impl Metrics {
         Metrics {
             requests: [const { AtomicU64::new(0) }; 5],
             duration_buckets: [const { AtomicU64::new(0) }; BUCKETS.len()],
+            duration_overflow: AtomicU64::new(0),
             duration_sum_micros: AtomicU64::new(0),
             route_cache: [const { AtomicU64::new(0) }; 3],
             module_cache: [const { AtomicU64::new(0) }; 3],
@@ -79,9 +82,10 @@ impl Metrics {
         let class = (sample.status / 100).clamp(1, 5) as usize - 1;
         self.requests[class].fetch_add(1, Relaxed);
         let seconds = sample.duration.as_secs_f64();
-        if let Some(bucket) = BUCKETS.iter().position(|bound| seconds <= *bound) {
-            self.duration_buckets[bucket].fetch_add(1, Relaxed);
-        }
+        match BUCKETS.iter().position(|bound| seconds <= *bound) {
+            Some(bucket) => self.duration_buckets[bucket].fetch_add(1, Relaxed),
+            None => self.duration_overflow.fetch_add(1, Relaxed),
+        };
         self.duration_sum_micros
             .fetch_add(sample.duration.as_micros() as u64, Relaxed);
         if let Some(outcome) = sample.route_cache {
@@ -131,7 +135,9 @@ impl Metrics {
             cumulative += count.load(Relaxed);
             let _ = writeln!(o, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
         }
-        let total: u64 = self.requests.iter().map(|c| c.load(Relaxed)).sum();
+        // +Inf and _count from the same loads as the buckets, so a scrape
+        // racing a request never shows +Inf below a finite bucket.
+        let total = cumulative + self.duration_overflow.load(Relaxed);
         let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {total}");
         let sum = self.duration_sum_micros.load(Relaxed) as f64 / 1e6;
         let _ = writeln!(o, "{name}_sum {sum}\n{name}_count {total}");

@@ -78,9 +78,8 @@ pub async fn run(gateway: Arc<Gateway>, mode: InvokeMode) -> Result<(), lambda_h
                     // The adapter turns the event into a request before it
                     // returns a future; lambda_http panics on an event whose
                     // URI cannot be built.
-                    let call = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                        adapter.call(LambdaEvent::new(request, context.clone()))
-                    }));
+                    let call =
+                        converting(|| adapter.call(LambdaEvent::new(request, context.clone())));
                     match call {
                         Ok(future) => future.await.map(Reply::Http),
                         Err(_) => Ok(Reply::Raw(malformed_reply(&context, UNCONVERTIBLE))),
@@ -149,37 +148,93 @@ pub fn parse_event(payload: &[u8]) -> Result<lambda_http::Request, String> {
 /// build: that is a malformed event, answered, not a failed invocation.
 fn to_http(mut request: LambdaRequest) -> Result<lambda_http::Request, String> {
     escape_path(&mut request);
-    std::panic::catch_unwind(AssertUnwindSafe(|| lambda_http::Request::from(request)))
-        .map_err(|_| UNCONVERTIBLE.to_string())
+    converting(|| lambda_http::Request::from(request)).map_err(|()| UNCONVERTIBLE.to_string())
 }
 
-/// Puts back the escapes of the characters that would end the event's path
-/// when lambda_http builds the URI from it: `?` and `#` (a `/a%3Fadmin=1`
-/// must not reach the guest as `/a` with the query `admin=1`), and, in a
-/// REST API event, whose `path` API Gateway has decoded, `%` itself.
+thread_local! {
+    static CONVERTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs lambda_http's event conversion, catching the panic it raises on an
+/// event it cannot convert.
+fn converting<T>(convert: impl FnOnce() -> T) -> Result<T, ()> {
+    CONVERTING.with(|c| c.set(true));
+    let result = std::panic::catch_unwind(AssertUnwindSafe(convert));
+    CONVERTING.with(|c| c.set(false));
+    result.map_err(|_| ())
+}
+
+/// Whether this thread is inside lambda_http's event conversion, where a
+/// panic means a malformed event (answered 400), not a bug: the panic hook
+/// logs it quietly.
+pub fn in_event_conversion() -> bool {
+    CONVERTING.with(|c| c.get())
+}
+
+/// Escapes what would end the event's path when lambda_http builds the URI
+/// from it: `?` and `#` (a `/a%3Fadmin=1` must not reach the guest as `/a`
+/// with the query `admin=1`), and a `%` that does not start an escape.
+/// Whether a trigger hands over the path decoded or as sent differs between
+/// API Gateway's REST and HTTP APIs, ALBs and Function URLs; this is right
+/// for both: an escape already there is kept, a character that can only be
+/// there decoded is escaped.
 fn escape_path(request: &mut LambdaRequest) {
-    fn escape(path: &mut Option<String>, decoded: bool) {
+    fn escape(path: &mut Option<String>) {
         let Some(raw) = path.as_mut() else { return };
-        let needs_escapes = raw.contains(['?', '#']) || (decoded && raw.contains('%'));
-        if !needs_escapes {
+        if !raw.contains(['?', '#', '%']) {
             return;
         }
-        let mut out = String::with_capacity(raw.len() + 8);
-        for c in raw.chars() {
-            match c {
-                '?' => out.push_str("%3F"),
-                '#' => out.push_str("%23"),
-                '%' if decoded => out.push_str("%25"),
-                c => out.push(c),
-            }
-        }
-        *raw = out;
+        *raw = escape_delimiters(raw);
     }
     match request {
-        LambdaRequest::ApiGatewayV1(event) => escape(&mut event.path, true),
-        LambdaRequest::ApiGatewayV2(event) => escape(&mut event.raw_path, false),
-        LambdaRequest::Alb(event) => escape(&mut event.path, false),
+        LambdaRequest::ApiGatewayV1(event) => escape(&mut event.path),
+        LambdaRequest::ApiGatewayV2(event) => escape(&mut event.raw_path),
+        LambdaRequest::Alb(event) => escape(&mut event.path),
         _ => {}
+    }
+}
+
+/// `?` and `#` escaped, and each `%` not followed by two hex digits.
+fn escape_delimiters(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut out = String::with_capacity(raw.len() + 8);
+    for (i, c) in raw.char_indices() {
+        match c {
+            '?' => out.push_str("%3F"),
+            '#' => out.push_str("%23"),
+            '%' if !starts_escape(&bytes[i..]) => out.push_str("%25"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Whether `bytes` begins with `%XX`, XX two hex digits.
+fn starts_escape(bytes: &[u8]) -> bool {
+    bytes.len() >= 3 && bytes[1].is_ascii_hexdigit() && bytes[2].is_ascii_hexdigit()
+}
+
+/// Drops header values a Lambda HTTP response cannot carry: the response
+/// is JSON, and aws_lambda_events fails to serialise a value that is not
+/// UTF-8, which would fail the invocation instead of answering it.
+fn drop_non_utf8_headers(headers: &mut http::HeaderMap, request_id: &str) {
+    let bad: Vec<http::HeaderName> = headers
+        .iter()
+        .filter(|(_, value)| value.to_str().is_err())
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in bad {
+        tracing::warn!(request_id = %request_id, header = %name, "dropped a response header whose value is not UTF-8 (a Lambda response is JSON)");
+        let kept: Vec<HeaderValue> = headers
+            .get_all(&name)
+            .iter()
+            .filter(|v| v.to_str().is_ok())
+            .cloned()
+            .collect();
+        headers.remove(&name);
+        for value in kept {
+            headers.append(name.clone(), value);
+        }
     }
 }
 
@@ -281,6 +336,7 @@ pub async fn buffered(
     let request_id = info.request_id.clone().unwrap_or_default();
     let response = gateway.handle(request, info).await;
     let (mut parts, body) = response.into_parts();
+    drop_non_utf8_headers(&mut parts.headers, &request_id);
     match collect_limited(body, MAX_BUFFERED_BODY).await {
         Ok(bytes) => {
             // lambda_http treats a response without a content type as text and
@@ -436,7 +492,8 @@ fn source_ip(request: &lambda_http::Request) -> Option<String> {
 }
 
 /// The event's path as a URI path: bytes outside RFC 3986's path characters
-/// (a space, non-ASCII) are percent-encoded; existing escapes are kept.
+/// (a space, non-ASCII) and a `%` that starts no escape are percent-encoded;
+/// existing escapes are kept.
 fn encode_path(raw: &str) -> String {
     if raw.is_empty() {
         return "/".to_string();
@@ -445,8 +502,11 @@ fn encode_path(raw: &str) -> String {
     if !raw.starts_with('/') {
         out.push('/');
     }
-    for byte in raw.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/%".contains(&byte) {
+    let bytes = raw.as_bytes();
+    for (i, &byte) in bytes.iter().enumerate() {
+        if byte == b'%' && !starts_escape(&bytes[i..]) {
+            out.push_str("%25");
+        } else if byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/%".contains(&byte) {
             out.push(byte as char);
         } else {
             out.push_str(&format!("%{byte:02X}"));
@@ -511,5 +571,33 @@ impl HttpBody for EndOnError {
 
     fn is_end_stream(&self) -> bool {
         self.done || self.inner.is_end_stream()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delimiters_are_escaped_and_escapes_kept() {
+        assert_eq!(escape_delimiters("/a?admin=1#x"), "/a%3Fadmin=1%23x");
+        assert_eq!(escape_delimiters("/files/a%20b"), "/files/a%20b");
+        assert_eq!(escape_delimiters("/100%"), "/100%25");
+        assert_eq!(escape_delimiters("/50%off"), "/50%25off");
+        assert_eq!(encode_path("/100%/a b/%2F"), "/100%25/a%20b/%2F");
+    }
+
+    #[test]
+    fn non_utf8_header_values_are_dropped_from_buffered_responses() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-ok", HeaderValue::from_static("fine"));
+        headers.append("x-mixed", HeaderValue::from_static("kept"));
+        headers.append("x-mixed", HeaderValue::from_bytes(b"caf\xe9").unwrap());
+        headers.insert("x-latin1", HeaderValue::from_bytes(b"caf\xe9").unwrap());
+        drop_non_utf8_headers(&mut headers, "req");
+        assert_eq!(headers["x-ok"], "fine");
+        assert!(!headers.contains_key("x-latin1"));
+        let mixed: Vec<_> = headers.get_all("x-mixed").iter().collect();
+        assert_eq!(mixed, ["kept"]);
     }
 }

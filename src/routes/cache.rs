@@ -7,13 +7,17 @@
 //!
 //! When the table cannot be reached, the last answer read for a request
 //! keeps serving, stale, for up to `WASMGATE_STALE_MAX_MS` after it was
-//! read; the table is tried again every second meanwhile. A request with
-//! no answer to fall back on fails (503).
+//! read; the table is tried again every second meanwhile (by one request:
+//! the others get the stale answer at once). A request with no answer to
+//! fall back on fails (503). The fallback is by request path: a path not
+//! asked for before the outage is not guessed at from the routes known,
+//! since a more specific route this server never read may exist.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{LivePointer, RouteTable, TableError, candidates, most_specific, normalise_host};
+use crate::gateway::STALE_RETRY;
 use crate::modules::CacheOutcome;
 
 /// Most (host, path) entries kept.
@@ -53,6 +57,10 @@ pub struct RouteCache {
     /// served when the table cannot be reached, until `stale_max` after.
     last_good: Option<moka::future::Cache<(String, String), (Resolved, Instant)>>,
     stale_max: Duration,
+    /// Until when the table is taken to be unreachable (after a read
+    /// failed): lookups with a stale answer to give skip it meanwhile, so
+    /// one request per [`STALE_RETRY`] waits on the table, not one per path.
+    outage_until: Arc<std::sync::Mutex<Option<Instant>>>,
     /// Preview lookups by (host, path, token).
     previews: Option<moka::future::Cache<(String, String, String), Resolved>>,
 }
@@ -86,6 +94,7 @@ impl RouteCache {
             entries,
             last_good: None,
             stale_max: Duration::ZERO,
+            outage_until: Default::default(),
             previews,
         }
     }
@@ -187,8 +196,17 @@ impl RouteCache {
     /// Reads the table; when it cannot be reached, the last answer read for
     /// `key` if it is no older than `stale_max`.
     async fn fetch_or_stale(&self, key: &(String, String)) -> Result<Cached, TableError> {
+        let in_outage = self
+            .outage_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|until| Instant::now() < until);
+        if in_outage && let Some(stale) = self.stale(key).await {
+            return Ok(stale);
+        }
         match self.fetch(&key.0, &key.1).await {
             Ok(resolved) => {
+                *self.outage_until.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 if let Some(last_good) = &self.last_good {
                     last_good
                         .insert(key.clone(), (resolved.clone(), Instant::now()))
@@ -201,28 +219,33 @@ impl RouteCache {
                 })
             }
             Err(TableError::Unavailable(why)) => {
-                let last = match &self.last_good {
-                    Some(last_good) => last_good.get(key).await,
-                    None => None,
-                };
-                let Some((resolved, read_at)) = last else {
-                    return Err(TableError::Unavailable(why));
-                };
-                let left = self.stale_max.saturating_sub(read_at.elapsed());
-                if left.is_zero() {
-                    return Err(TableError::Unavailable(why));
+                *self.outage_until.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(Instant::now() + STALE_RETRY);
+                match self.stale(key).await {
+                    Some(stale) => {
+                        tracing::warn!(host = %key.0, path = %key.1, error = %why, "route table unreachable: serving the route as last read");
+                        Ok(stale)
+                    }
+                    None => Err(TableError::Unavailable(why)),
                 }
-                tracing::warn!(host = %key.0, path = %key.1, error = %why, stale_ms = read_at.elapsed().as_millis() as u64, "route table unreachable: serving the route as last read");
-                Ok(Cached {
-                    resolved,
-                    ttl: crate::gateway::STALE_RETRY
-                        .min(left)
-                        .min(self.ttl.max(Duration::from_millis(1))),
-                    stale: true,
-                })
             }
             Err(error) => Err(error),
         }
+    }
+
+    /// The last answer read for `key`, if it is no older than `stale_max`,
+    /// to be kept for [`STALE_RETRY`] at most.
+    async fn stale(&self, key: &(String, String)) -> Option<Cached> {
+        let (resolved, read_at) = self.last_good.as_ref()?.get(key).await?;
+        let left = self.stale_max.saturating_sub(read_at.elapsed());
+        if left.is_zero() {
+            return None;
+        }
+        Some(Cached {
+            resolved,
+            ttl: STALE_RETRY.min(left).min(self.ttl),
+            stale: true,
+        })
     }
 
     async fn fetch(&self, host: &str, path: &str) -> Result<Resolved, TableError> {

@@ -55,11 +55,18 @@ fn places(value: &Value, at: String, out: &mut Vec<String>) {
 }
 
 /// The path as the client sent it, with the bytes a URI path cannot hold
-/// escaped (existing escapes kept).
+/// escaped, and a `%` that starts no `%XX` escape; existing escapes kept.
 fn uri_path(raw: &str) -> String {
     let mut path = String::new();
-    for byte in raw.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/%".contains(&byte) {
+    let bytes = raw.as_bytes();
+    for (i, &byte) in bytes.iter().enumerate() {
+        let escape = byte == b'%'
+            && bytes.len() > i + 2
+            && bytes[i + 1].is_ascii_hexdigit()
+            && bytes[i + 2].is_ascii_hexdigit();
+        if byte == b'%' && !escape {
+            path.push_str("%25");
+        } else if byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/%".contains(&byte) {
             path.push(byte as char);
         } else {
             path.push_str(&format!("%{byte:02X}"));
@@ -68,8 +75,9 @@ fn uri_path(raw: &str) -> String {
     path
 }
 
-/// Path segments as events carry them: a REST API's `path` is decoded
-/// by API Gateway, so a space, `%`, `?`, `#` or non-ASCII may be in it.
+/// Path segments as events may carry them: decoded (which triggers hand
+/// over decoded paths differs), so a space, `%`, `?`, `#` or non-ASCII may
+/// be in them.
 fn decoded_segment() -> impl Strategy<Value = String> {
     "[a-zA-Z0-9 %é?#._~-]{0,6}"
 }
@@ -191,8 +199,7 @@ proptest! {
 
         let (parts, _) = convert(event.to_string().as_bytes())
             .ok_or_else(|| TestCaseError::fail("a valid REST event was refused"))?;
-        // Decoded by API Gateway: a `%` in it was `%25` on the wire.
-        prop_assert_eq!(parts.uri.path(), uri_path(&raw_path.replace('%', "%25")));
+        prop_assert_eq!(parts.uri.path(), uri_path(&raw_path));
         let mut pairs: Vec<&str> = parts.uri.query().unwrap_or("").split('&').filter(|p| !p.is_empty()).collect();
         pairs.sort_unstable();
         let mut expected: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
