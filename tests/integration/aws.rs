@@ -378,13 +378,13 @@ async fn with_the_backends_down_warm_routes_serve_and_a_cold_miss_is_503() {
         "/hello",
     ]);
     // Routes are read again every 300 ms; one server may serve them stale
-    // for a minute, the other for 4 s (each read of the dead table takes up
-    // to a second of SDK retries).
+    // for a minute, the other for 6 s (each read of the dead table takes up
+    // to a second or two of SDK retries).
     let mut env = aws.env();
     env.push(("WASMGATE_STALE_MAX_MS", "60000".into()));
     let patient = ServeProcess::start(&aws.dir.path().join("unused"), 300, &env);
     let mut env = aws.env();
-    env.push(("WASMGATE_STALE_MAX_MS", "4000".into()));
+    env.push(("WASMGATE_STALE_MAX_MS", "6000".into()));
     let strict = ServeProcess::start(&aws.dir.path().join("unused"), 300, &env);
     for server in [&patient, &strict] {
         let warm = send(server.addr, "GET", "/hello", &[], bytes::Bytes::new()).await;
@@ -401,7 +401,7 @@ async fn with_the_backends_down_warm_routes_serve_and_a_cold_miss_is_503() {
     let outage = std::time::Instant::now();
     // Past the route TTL: every lookup now fails to reach DynamoDB.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    for server in [&patient, &strict] {
+    for server in [&strict, &patient] {
         let warm = send(
             server.addr,
             "GET",
@@ -429,8 +429,8 @@ async fn with_the_backends_down_warm_routes_serve_and_a_cold_miss_is_503() {
     .await;
     assert!(stale_logged.is_some(), "{:?}", patient.log.lock().unwrap());
 
-    // Past 4 s of staleness the strict server stops; the patient one goes on.
-    let wait = Duration::from_millis(5_500).saturating_sub(outage.elapsed());
+    // Past 6 s of staleness the strict server stops; the patient one goes on.
+    let wait = Duration::from_millis(7_500).saturating_sub(outage.elapsed());
     tokio::time::sleep(wait).await;
     let expired = send(strict.addr, "GET", "/hello", &[], bytes::Bytes::new()).await;
     assert_eq!(
