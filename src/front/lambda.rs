@@ -30,7 +30,8 @@ use serde::Deserialize;
 use std::panic::AssertUnwindSafe;
 
 use crate::body::{self, Body};
-use crate::gateway::{Gateway, RequestInfo};
+use crate::error::GatewayError;
+use crate::gateway::{Gateway, REQUEST_ID_HEADER, RequestInfo};
 
 /// How responses go back to Lambda.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -72,7 +73,7 @@ pub async fn run(gateway: Arc<Gateway>, mode: InvokeMode) -> Result<(), lambda_h
                             *request
                         }
                         Event::Malformed(why) => {
-                            return Ok(Reply::Raw(malformed_reply(&context, &why)));
+                            return Ok(Reply::Raw(malformed_reply(&context, &why).await));
                         }
                     };
                     // The adapter turns the event into a request before it
@@ -82,7 +83,7 @@ pub async fn run(gateway: Arc<Gateway>, mode: InvokeMode) -> Result<(), lambda_h
                         converting(|| adapter.call(LambdaEvent::new(request, context.clone())));
                     match call {
                         Ok(future) => future.await.map(Reply::Http),
-                        Err(_) => Ok(Reply::Raw(malformed_reply(&context, UNCONVERTIBLE))),
+                        Err(_) => Ok(Reply::Raw(malformed_reply(&context, UNCONVERTIBLE).await)),
                     }
                 }
             });
@@ -247,38 +248,37 @@ enum Reply<R> {
     Raw(serde_json::Value),
 }
 
-/// The 400 for a malformed event, in the shape every HTTP trigger accepts.
-fn malformed_reply(context: &lambda_http::Context, why: &str) -> serde_json::Value {
-    tracing::warn!(request_id = %context.request_id, reason = %why, "malformed Lambda event");
+/// The 400 for a malformed event, as the JSON every HTTP trigger accepts
+/// (buffered mode): the same answer as [`malformed_response`].
+async fn malformed_reply(context: &lambda_http::Context, why: &str) -> serde_json::Value {
+    let (parts, body) = malformed_response(context, why).into_parts();
+    let text = collect_limited(body, MAX_BUFFERED_BODY)
+        .await
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .unwrap_or_default();
+    let headers: serde_json::Map<String, serde_json::Value> = parts
+        .headers
+        .iter()
+        .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.into())))
+        .collect();
     serde_json::json!({
-        "statusCode": 400,
-        "headers": {
-            "content-type": "text/plain; charset=utf-8",
-            "x-request-id": context.request_id,
-        },
+        "statusCode": parts.status.as_u16(),
+        "headers": headers,
         "isBase64Encoded": false,
-        "body": malformed_text(context, why),
+        "body": text,
     })
 }
 
-fn malformed_text(context: &lambda_http::Context, why: &str) -> String {
-    format!(
-        "400 Bad Request: not an API Gateway, ALB or Function URL event: {why}\nrequest id: {}\n",
-        context.request_id
-    )
-}
-
-/// The 400 for a malformed event, as a streamed response.
+/// The 400 for a malformed event: the gateway's error response (error.rs
+/// decides status and text), tagged with the invocation's request id.
 fn malformed_response(context: &lambda_http::Context, why: &str) -> http::Response<Body> {
     tracing::warn!(request_id = %context.request_id, reason = %why, "malformed Lambda event");
-    let mut response = http::Response::new(body::full(malformed_text(context, why)));
-    *response.status_mut() = http::StatusCode::BAD_REQUEST;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    let mut response = GatewayError::BadRequest(format!(
+        "not an API Gateway, ALB or Function URL event: {why}"
+    ))
+    .into_response(&context.request_id);
     if let Ok(value) = HeaderValue::from_str(&context.request_id) {
-        response.headers_mut().insert("x-request-id", value);
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     response
 }
