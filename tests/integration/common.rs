@@ -14,6 +14,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 use wasmgate::backend::{self, Backends};
@@ -243,6 +244,48 @@ pub async fn send(
         headers,
         body,
     }
+}
+
+/// Writes `head` (and `body`) on a raw connection and reads what comes back
+/// within 10 s: the status line's code and the whole text. Unlike [`send`],
+/// an answer that comes before the body was all written (an early 413, the
+/// connection closed after it) is read, not an error.
+pub async fn raw_exchange(addr: SocketAddr, head: &str, body: &[u8]) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // The server may answer and close before it has read all of this.
+    let _ = stream.write_all(body).await;
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    reply.extend_from_slice(&buf[..n]);
+                    // One response is enough: stop at the end of a short body.
+                    let text = String::from_utf8_lossy(&reply);
+                    if let Some((head, rest)) = text.split_once("\r\n\r\n")
+                        && head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length: "))
+                            .and_then(|n| n.trim().parse::<usize>().ok())
+                            .is_some_and(|n| rest.len() >= n)
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&reply).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    (status, text)
 }
 
 /// Sends one request and reads the whole response, reporting a connection
