@@ -265,6 +265,7 @@ impl AdminApi {
                     "live": report.live,
                     "preview_token": report.preview_token,
                     "abi": report.abi,
+                    "artifact": report.artifact,
                     "bindings": report.bindings,
                     "modules": std::iter::once(json!({
                         "part": "main",

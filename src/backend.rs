@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::config::{BackendKind, Settings};
+use crate::config::{BackendKind, Settings, Toggle};
 use crate::deploy::Deployer;
 use crate::gateway::{Gateway, GatewayOptions};
 use crate::modules::{FsModuleStore, ModuleStore};
@@ -77,6 +77,7 @@ pub fn engine(settings: &Settings) -> anyhow::Result<Arc<WasmEngine>> {
         timeout: settings.timeout(),
         max_concurrency: settings.max_concurrency as u32,
         pooling: settings.pooling,
+        precompiled: settings.precompiled == Toggle::On,
     })?))
 }
 

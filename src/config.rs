@@ -30,6 +30,13 @@ pub enum BackendKind {
     Aws,
 }
 
+/// A feature switched on or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Toggle {
+    On,
+    Off,
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -145,6 +152,13 @@ pub struct Settings {
     /// the log stream is a terminal.
     #[arg(long, env = "WASMGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto, global = true)]
     pub log_format: LogFormat,
+
+    /// Precompiled artifacts: deploys store the module's compiled code
+    /// beside it (`…sha256-{hex}.{engine}.cwasm`, digest recorded with the
+    /// version), and a cold server loads that instead of compiling. `off`:
+    /// deploys store none and servers always compile.
+    #[arg(long, env = "WASMGATE_PRECOMPILED", value_enum, default_value_t = Toggle::On, global = true)]
+    pub precompiled: Toggle,
 }
 
 impl Settings {

@@ -12,13 +12,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::modules::{ModuleKey, ModuleStore, PutOutcome, StoreError};
+use crate::modules::{ArtifactKey, ModuleKey, ModuleStore, Precompiled, PutOutcome, StoreError};
 use crate::routes::{
     ChangeNote, LivePointer, NewVersion, PointerChange, RouteName, RouteTable, Split, TableError,
     Version, live_of, new_preview_token, random_hex,
 };
 use crate::runtime::bindings::{DeployMetadata, MetadataError};
-use crate::runtime::{LibraryModule, LoadError, WasmEngine};
+use crate::runtime::{LibraryModule, LoadError, LoadedModule, WasmEngine};
 
 /// Why a deploy or a rollback was refused or failed. Nothing went live.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +71,9 @@ pub struct DeployReport {
     pub live: bool,
     /// The ABI the module was recognised as.
     pub abi: String,
+    /// The precompiled artifact recorded with the version (its object key),
+    /// if one was stored.
+    pub artifact: Option<String>,
     /// The parts stored for `wasm_module` bindings.
     pub parts: Vec<StoredPart>,
     /// The version's bindings, as `name:type` (no values).
@@ -272,7 +275,9 @@ impl Deployer {
             });
         }
         let stored = self.store.put(&key, main).await?;
-        let (spec, secrets) = metadata.into_stored(&part_keys);
+        let artifact = self.store_artifact(&key, &loaded).await;
+        let (mut spec, secrets) = metadata.into_stored(&part_keys);
+        spec.precompiled.extend(artifact.clone());
         let bindings = spec.bindings.iter().map(|b| b.label()).collect();
         let expected = live_of(self.table.as_ref(), route).await?;
         let version = self
@@ -295,6 +300,7 @@ impl Deployer {
             version: version.number,
             live: !preview,
             abi: loaded.abi().to_string(),
+            artifact: artifact.map(|a| a.key),
             parts: stored_parts,
             bindings,
             preview_token: version.preview_token.clone(),
@@ -319,6 +325,48 @@ impl Deployer {
                 source,
             })?;
         Ok(report)
+    }
+
+    /// Stores the code the deploy's check compiled as the module's artifact
+    /// for this engine ([`ArtifactKey`]) and returns its record. Best
+    /// effort: without an artifact, cold servers compile the module, which
+    /// is slower but not wrong, so a failure here is logged and the deploy
+    /// goes on without one.
+    async fn store_artifact(&self, key: &ModuleKey, loaded: &LoadedModule) -> Option<Precompiled> {
+        let artifact = ArtifactKey::new(*key, self.engine.artifact_id()?);
+        match self.put_artifact(&artifact, loaded).await {
+            Ok(record) => Some(record),
+            Err(reason) => {
+                tracing::warn!(%artifact, %reason, "no precompiled artifact for this version; servers will compile the module");
+                None
+            }
+        }
+    }
+
+    async fn put_artifact(
+        &self,
+        artifact: &ArtifactKey,
+        loaded: &LoadedModule,
+    ) -> Result<Precompiled, String> {
+        let bytes = Bytes::from(loaded.serialize()?);
+        let outcome = self.store.put_artifact(artifact, bytes.clone()).await;
+        match outcome.map_err(|e| e.to_string())? {
+            PutOutcome::Uploaded => {}
+            // One engine id compiles one module to the same bytes every
+            // time, so a sound artifact already stored is exactly ours. One
+            // that is not is never recorded, and so never loaded.
+            PutOutcome::AlreadyStored => {
+                let stored = self
+                    .store
+                    .get_artifact(artifact, bytes.len() as u64)
+                    .await
+                    .map_err(|e| format!("the artifact already stored is unreadable: {e}"))?;
+                if stored != bytes {
+                    return Err("the artifact already stored differs from this compile".into());
+                }
+            }
+        }
+        Ok(Precompiled::of(artifact, &bytes))
     }
 
     /// Makes an earlier version live again: `to`, or by default the version

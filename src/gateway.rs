@@ -565,7 +565,11 @@ impl Gateway {
             None => VersionSpec::default(),
         };
         let key = ModuleKey::parse(&pointer.module).map_err(|_| bad_pointer(&pointer.module))?;
-        let (module, outcome) = self.modules.get(&key).await.map_err(GatewayError::Module)?;
+        let (module, outcome) = self
+            .modules
+            .get(&key, &spec.precompiled)
+            .await
+            .map_err(GatewayError::Module)?;
         let mut modules = Vec::new();
         for (name, part) in spec.modules() {
             let key = ModuleKey::parse(&part).map_err(|_| bad_pointer(&part))?;

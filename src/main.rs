@@ -247,6 +247,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 };
                 println!("part:    {} = {} ({how})", part.name, part.key);
             }
+            match &report.artifact {
+                Some(artifact) => println!("code:    {artifact} (precompiled)"),
+                None => println!("code:    none precompiled; servers will compile the module"),
+            }
             if !report.bindings.is_empty() {
                 println!("bindings: {}", report.bindings.join(", "));
             }

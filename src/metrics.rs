@@ -43,6 +43,7 @@ pub struct Metrics {
     outbound_allowed: AtomicU64,
     outbound_denied: AtomicU64,
     limits_refused: AtomicU64,
+    route_table_reads: AtomicU64,
     cold_start: AtomicBool,
 }
 
@@ -72,6 +73,7 @@ impl Metrics {
             outbound_allowed: AtomicU64::new(0),
             outbound_denied: AtomicU64::new(0),
             limits_refused: AtomicU64::new(0),
+            route_table_reads: AtomicU64::new(0),
             cold_start: AtomicBool::new(true),
         }
     }
@@ -109,6 +111,13 @@ impl Metrics {
     /// Counts a request refused by an input limit (413, 414, 431).
     pub fn limit_refused(&self) {
         self.limits_refused.fetch_add(1, Relaxed);
+    }
+
+    /// Counts one round trip to the route table (a cache miss's lookup of
+    /// every candidate route at once, or the read of a hand-set pointer's
+    /// versions).
+    pub fn route_table_read(&self) {
+        self.route_table_reads.fetch_add(1, Relaxed);
     }
 
     /// The Prometheus text exposition (format 0.0.4) of every counter.
@@ -177,6 +186,13 @@ impl Metrics {
             "Requests refused by an input limit (413, 414, 431).",
         );
         let _ = writeln!(o, "{name} {}", self.limits_refused.load(Relaxed));
+        let name = family(
+            o,
+            "wasmgate_route_table_reads_total",
+            "counter",
+            "Round trips to the route table (DynamoDB or SQLite); one per route cache miss.",
+        );
+        let _ = writeln!(o, "{name} {}", self.route_table_reads.load(Relaxed));
         for (metric, value, help) in [
             (
                 "wasmgate_instances_running",

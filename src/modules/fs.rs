@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{ModuleKey, ModuleStore, PutOutcome, StoreError};
+use super::{ArtifactKey, ModuleKey, ModuleStore, PutOutcome, StoreError};
 
 /// Modules stored as files under `root`.
 #[derive(Debug, Clone)]
@@ -50,9 +50,47 @@ impl ModuleStore for FsModuleStore {
     async fn put(&self, key: &ModuleKey, bytes: Bytes) -> Result<PutOutcome, StoreError> {
         let path = self.path_of(key);
         let key = *key;
-        tokio::task::spawn_blocking(move || put_file(&path, &key, &bytes))
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("writing a module: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            put_file(&path, &bytes, |path| check_existing(path, &key))
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("writing a module: {e}")))?
+    }
+
+    async fn get_artifact(&self, key: &ArtifactKey, len: u64) -> Result<Bytes, StoreError> {
+        let path = self.root.join(key.to_string());
+        let bytes = match tokio::fs::read(&path).await {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::NotFound(key.to_string()));
+            }
+            Err(e) => {
+                return Err(StoreError::Unavailable(format!(
+                    "reading {}: {e}",
+                    path.display()
+                )));
+            }
+        };
+        if bytes.len() as u64 != len {
+            return Err(StoreError::Corrupt {
+                key: key.to_string(),
+                reason: format!("the file is {} bytes, its record says {len}", bytes.len()),
+            });
+        }
+        Ok(Bytes::from(bytes))
+    }
+
+    async fn put_artifact(
+        &self,
+        key: &ArtifactKey,
+        bytes: Bytes,
+    ) -> Result<PutOutcome, StoreError> {
+        let path = self.root.join(key.to_string());
+        tokio::task::spawn_blocking(move || {
+            put_file(&path, &bytes, |_| Ok(PutOutcome::AlreadyStored))
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("writing an artifact: {e}")))?
     }
 
     fn location(&self) -> String {
@@ -60,12 +98,18 @@ impl ModuleStore for FsModuleStore {
     }
 }
 
-fn put_file(path: &Path, key: &ModuleKey, bytes: &[u8]) -> Result<PutOutcome, StoreError> {
+/// Writes `bytes` at `path` unless a file is there already, in which case
+/// `existing` says what it is.
+fn put_file(
+    path: &Path,
+    bytes: &[u8],
+    existing: impl Fn(&Path) -> Result<PutOutcome, StoreError>,
+) -> Result<PutOutcome, StoreError> {
     let io = |what: &str, e: std::io::Error| {
         StoreError::Unavailable(format!("{what} {}: {e}", path.display()))
     };
     if path.exists() {
-        return check_existing(path, key);
+        return existing(path);
     }
     let dir = path.parent().expect("BUG: a module path has a parent");
     std::fs::create_dir_all(dir).map_err(|e| io("creating the folder of", e))?;
@@ -80,7 +124,7 @@ fn put_file(path: &Path, key: &ModuleKey, bytes: &[u8]) -> Result<PutOutcome, St
     match result {
         Ok(()) => Ok(PutOutcome::Uploaded),
         // Another deploy of the same bytes won the race.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => check_existing(path, key),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => existing(path),
         Err(e) => Err(io("writing", e)),
     }
 }

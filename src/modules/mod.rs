@@ -5,6 +5,7 @@
 //! change, so a deploy of bytes already stored uploads nothing, and every
 //! earlier version stays available for a rollback.
 
+mod artifact;
 mod cache;
 mod fs;
 mod key;
@@ -14,6 +15,7 @@ mod s3;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub use artifact::{ArtifactKey, ArtifactMismatch, Precompiled};
 pub use cache::{CacheOutcome, ModuleCache, ModuleLoadError};
 pub use fs::FsModuleStore;
 pub use key::{IntegrityError, KEY_PREFIX, KeyParseError, ModuleKey};
@@ -52,6 +54,17 @@ pub trait ModuleStore: Send + Sync + 'static {
     /// Stores `bytes` under `key` unless an object is already there; never
     /// overwrites. `bytes` must be the bytes of `key`.
     async fn put(&self, key: &ModuleKey, bytes: Bytes) -> Result<PutOutcome, StoreError>;
+
+    /// The precompiled artifact under `key`, unverified (the caller checks
+    /// it against its [`Precompiled`] record). Fails with `Corrupt` when the
+    /// stored object is not `len` bytes long, `NotFound` when there is none.
+    async fn get_artifact(&self, key: &ArtifactKey, len: u64) -> Result<Bytes, StoreError>;
+
+    /// Stores an artifact under `key` unless an object is already there;
+    /// never overwrites. `AlreadyStored` says nothing of the stored bytes:
+    /// the deploy reads them back and compares.
+    async fn put_artifact(&self, key: &ArtifactKey, bytes: Bytes)
+    -> Result<PutOutcome, StoreError>;
 
     /// Where the store is, for messages (`/srv/.wasmgate/modules`, `s3://bucket`).
     fn location(&self) -> String;

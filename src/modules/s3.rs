@@ -2,6 +2,9 @@
 //! exactly their key (`application/wasm/{len}b/sha256-{hex}.wasm`), with
 //! `Content-Type: application/wasm`.
 //!
+//! Precompiled artifacts sit beside their module
+//! (`...sha256-{hex}.{engine}.cwasm`, see `artifact.rs`).
+//!
 //! A put first asks whether the object exists (then nothing is uploaded),
 //! and writes a new one with `If-None-Match: *`, so an object is never
 //! overwritten even when two deploys of the same bytes race. The upload
@@ -16,10 +19,12 @@ use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 use sha2::Digest as _;
 
-use super::{ModuleKey, ModuleStore, PutOutcome, StoreError};
+use super::{ArtifactKey, ModuleKey, ModuleStore, PutOutcome, StoreError};
 
 /// The `Content-Type` modules are stored with.
 const WASM_CONTENT_TYPE: &str = "application/wasm";
+/// The `Content-Type` precompiled artifacts are stored with.
+const ARTIFACT_CONTENT_TYPE: &str = "application/octet-stream";
 
 /// Modules stored in an S3 bucket.
 #[derive(Clone)]
@@ -60,10 +65,9 @@ where
     StoreError::Unavailable(format!("{what}: {}", DisplayErrorContext(&error)))
 }
 
-#[async_trait]
-impl ModuleStore for S3ModuleStore {
-    async fn get(&self, key: &ModuleKey) -> Result<Bytes, StoreError> {
-        let object = key.to_string();
+impl S3ModuleStore {
+    /// The object `object`, which must be `len` bytes long.
+    async fn get_object(&self, object: String, len: u64) -> Result<Bytes, StoreError> {
         let result = self
             .client
             .get_object()
@@ -86,15 +90,12 @@ impl ModuleStore for S3ModuleStore {
                 ));
             }
         };
-        // Never read more than the key says the module holds.
+        // Never read more than expected.
         let length = output.content_length().unwrap_or(-1);
-        if u64::try_from(length).ok() != Some(key.len()) {
+        if u64::try_from(length).ok() != Some(len) {
             return Err(StoreError::Corrupt {
                 key: object,
-                reason: format!(
-                    "the stored object is {length} bytes, its key says {}",
-                    key.len()
-                ),
+                reason: format!("the stored object is {length} bytes, not the expected {len}"),
             });
         }
         let data = output.body.collect().await.map_err(|e| {
@@ -103,45 +104,45 @@ impl ModuleStore for S3ModuleStore {
         Ok(data.into_bytes())
     }
 
-    async fn put(&self, key: &ModuleKey, bytes: Bytes) -> Result<PutOutcome, StoreError> {
-        let object = key.to_string();
+    /// Whether `object` exists (as far as the caller may know: without
+    /// s3:ListBucket S3 answers 403 for a missing key, and the conditional
+    /// put of [`S3ModuleStore::put_new`] still never overwrites anything).
+    async fn exists(&self, object: &str) -> Result<bool, StoreError> {
         let head = self
             .client
             .head_object()
             .bucket(&self.bucket)
-            .key(&object)
+            .key(object)
             .send()
             .await;
         match head {
-            // Already there: it only counts as stored when its bytes are right.
-            Ok(_) => {
-                let existing = self.get(key).await?;
-                return match key.verify(&existing) {
-                    Ok(()) => Ok(PutOutcome::AlreadyStored),
-                    Err(e) => Err(StoreError::Corrupt {
-                        key: object,
-                        reason: e.to_string(),
-                    }),
-                };
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(e)) if matches!(e.err(), HeadObjectError::NotFound(_)) => {
+                Ok(false)
             }
-            Err(SdkError::ServiceError(e)) if matches!(e.err(), HeadObjectError::NotFound(_)) => {}
-            // Without s3:ListBucket S3 answers 403 for a missing key; the
-            // conditional put below still never overwrites anything.
-            Err(error) if status_of(&error) == Some(403) => {}
-            Err(error) => {
-                return Err(unavailable(
-                    &format!("checking s3://{}/{object}", self.bucket),
-                    error,
-                ));
-            }
+            Err(error) if status_of(&error) == Some(403) => Ok(false),
+            Err(error) => Err(unavailable(
+                &format!("checking s3://{}/{object}", self.bucket),
+                error,
+            )),
         }
+    }
+
+    /// Uploads `bytes` as `object` with `If-None-Match: *` and their SHA-256,
+    /// so nothing is overwritten and S3 rejects bytes damaged in transit.
+    async fn put_new(
+        &self,
+        object: &str,
+        bytes: Bytes,
+        content_type: &str,
+    ) -> Result<PutOutcome, StoreError> {
         let checksum = aws_smithy_types::base64::encode(sha2::Sha256::digest(&bytes));
         let result = self
             .client
             .put_object()
             .bucket(&self.bucket)
-            .key(&object)
-            .content_type(WASM_CONTENT_TYPE)
+            .key(object)
+            .content_type(content_type)
             .checksum_sha256(checksum)
             .if_none_match("*")
             .body(ByteStream::from(bytes))
@@ -149,14 +150,53 @@ impl ModuleStore for S3ModuleStore {
             .await;
         match result {
             Ok(_) => Ok(PutOutcome::Uploaded),
-            // Another deploy of the same bytes stored it first.
+            // Another deploy stored it first.
             Err(error) if status_of(&error) == Some(412) => Ok(PutOutcome::AlreadyStored),
-            Err(error) if status_of(&error) == Some(403) => Err(self.denied("PutObject", &object)),
+            Err(error) if status_of(&error) == Some(403) => Err(self.denied("PutObject", object)),
             Err(error) => Err(unavailable(
                 &format!("uploading s3://{}/{object}", self.bucket),
                 error,
             )),
         }
+    }
+}
+
+#[async_trait]
+impl ModuleStore for S3ModuleStore {
+    async fn get(&self, key: &ModuleKey) -> Result<Bytes, StoreError> {
+        self.get_object(key.to_string(), key.len()).await
+    }
+
+    async fn put(&self, key: &ModuleKey, bytes: Bytes) -> Result<PutOutcome, StoreError> {
+        let object = key.to_string();
+        if self.exists(&object).await? {
+            // Already there: it only counts as stored when its bytes are right.
+            let existing = self.get(key).await?;
+            return match key.verify(&existing) {
+                Ok(()) => Ok(PutOutcome::AlreadyStored),
+                Err(e) => Err(StoreError::Corrupt {
+                    key: object,
+                    reason: e.to_string(),
+                }),
+            };
+        }
+        self.put_new(&object, bytes, WASM_CONTENT_TYPE).await
+    }
+
+    async fn get_artifact(&self, key: &ArtifactKey, len: u64) -> Result<Bytes, StoreError> {
+        self.get_object(key.to_string(), len).await
+    }
+
+    async fn put_artifact(
+        &self,
+        key: &ArtifactKey,
+        bytes: Bytes,
+    ) -> Result<PutOutcome, StoreError> {
+        let object = key.to_string();
+        if self.exists(&object).await? {
+            return Ok(PutOutcome::AlreadyStored);
+        }
+        self.put_new(&object, bytes, ARTIFACT_CONTENT_TYPE).await
     }
 
     fn location(&self) -> String {

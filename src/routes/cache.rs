@@ -131,6 +131,7 @@ impl RouteCache {
         let fetch = async {
             let host = (!host.is_empty()).then_some(host.as_str());
             let candidates = candidates(host, &path);
+            crate::metrics::METRICS.route_table_read();
             let found = self.table.lookup_preview(&candidates, token).await?;
             let best = most_specific(&candidates, found.iter().map(|v| (&v.route, v)));
             Ok::<_, TableError>(match best {
@@ -251,6 +252,7 @@ impl RouteCache {
     async fn fetch(&self, host: &str, path: &str) -> Result<Resolved, TableError> {
         let host = (!host.is_empty()).then_some(host);
         let candidates = candidates(host, path);
+        crate::metrics::METRICS.route_table_read();
         let found = self.table.lookup(&candidates).await?;
         let best = most_specific(&candidates, found.iter().map(|p| (&p.route, p)));
         Ok(match best {
@@ -266,6 +268,7 @@ impl RouteCache {
     /// hand (or predates bindings): serve the version whose module it names,
     /// the one its `version` says when that matches, else the newest.
     async fn set_by_hand(&self, pointer: &LivePointer) -> Result<LivePointer, TableError> {
+        crate::metrics::METRICS.route_table_read();
         let versions = self.table.versions(&pointer.route).await?;
         let matching = versions
             .iter()

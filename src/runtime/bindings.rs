@@ -349,6 +349,7 @@ impl DeployMetadata {
                 script: self.script,
                 allowed_outbound_hosts: self.allowed_outbound_hosts,
                 max_body_bytes: self.max_body_bytes,
+                precompiled: Vec::new(),
             },
             secrets,
         )
@@ -495,6 +496,11 @@ pub struct VersionSpec {
     pub allowed_outbound_hosts: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<u64>,
+    /// The precompiled artifacts the deploy stored beside the main module,
+    /// with their digests (see `modules/artifact.rs`). Written by wasmgate
+    /// only: deploy metadata cannot set it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub precompiled: Vec<crate::modules::Precompiled>,
 }
 
 impl VersionSpec {

@@ -29,6 +29,9 @@ pub struct RuntimeLimits {
     pub max_concurrency: u32,
     /// Whether to try the pooling allocator.
     pub pooling: PoolingMode,
+    /// Whether deploys store a precompiled artifact beside each module, and
+    /// servers load it instead of compiling (`WASMGATE_PRECOMPILED`).
+    pub precompiled: bool,
 }
 
 /// Use of wasmtime's pooling instance allocator.
@@ -50,6 +53,8 @@ pub struct WasmEngine {
     pub(crate) p1_linker: wasmtime::Linker<WagiState>,
     limits: RuntimeLimits,
     pooling: bool,
+    /// Names the code this engine makes; `None` with precompiled artifacts off.
+    artifact_id: Option<String>,
     slots: Arc<tokio::sync::Semaphore>,
     _ticker: EpochTicker,
 }
@@ -59,14 +64,11 @@ impl WasmEngine {
     /// the pooling allocator cannot be set up, or on a wasmtime bug.
     pub fn new(limits: RuntimeLimits) -> anyhow::Result<Self> {
         let (engine, pooling) = match limits.pooling {
-            PoolingMode::Off => (Engine::new(&base_config()).map_err(wasmtime_error)?, false),
-            PoolingMode::On => (
-                Engine::new(&pooling_config(&limits)).map_err(wasmtime_error)?,
-                true,
-            ),
+            PoolingMode::Off => (new_engine(base_config)?, false),
+            PoolingMode::On => (new_engine(|| pooling_config(&limits))?, true),
             PoolingMode::Auto => {
                 let attempt = if pooling_reservation_available() {
-                    Engine::new(&pooling_config(&limits)).map_err(|e| e.to_string())
+                    new_engine(|| pooling_config(&limits)).map_err(|e| e.to_string())
                 } else {
                     Err("the host refused a 4 TiB virtual memory reservation".to_string())
                 };
@@ -74,11 +76,12 @@ impl WasmEngine {
                     Ok(engine) => (engine, true),
                     Err(reason) => {
                         tracing::warn!(%reason, "pooling allocator unavailable; allocating instances on demand");
-                        (Engine::new(&base_config()).map_err(wasmtime_error)?, false)
+                        (new_engine(base_config)?, false)
                     }
                 }
             }
         };
+        let artifact_id = limits.precompiled.then(|| artifact_id(&engine));
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(wasmtime_error)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
@@ -94,6 +97,7 @@ impl WasmEngine {
             linker,
             p1_linker,
             pooling,
+            artifact_id,
             slots: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrency as usize)),
             limits,
             _ticker: ticker,
@@ -111,6 +115,15 @@ impl WasmEngine {
     /// Whether instances come from the pooling allocator.
     pub fn pooling(&self) -> bool {
         self.pooling
+    }
+
+    /// What names this engine's precompiled code (`x86_64-1f2e3d4c5b6a7988`):
+    /// the CPU architecture and 16 hex digits of a SHA-256 over wasmtime's
+    /// compatibility hash (its version, compiler settings and wasm
+    /// features). An artifact made by an engine with the same id loads on
+    /// this one. `None` when precompiled artifacts are off.
+    pub fn artifact_id(&self) -> Option<&str> {
+        self.artifact_id.as_deref()
     }
 
     /// Guest instances alive now (slots taken).
@@ -153,6 +166,89 @@ fn wasmtime_error(error: wasmtime::Error) -> anyhow::Error {
     anyhow::anyhow!("{error:#}")
 }
 
+/// An engine from `config()` made portable (see [`portable`]), or, when
+/// this CPU lacks the baseline's features, from `config()` as it is: code
+/// for this very CPU, whose artifacts then only match machines like it.
+fn new_engine(config: impl Fn() -> Config) -> anyhow::Result<Engine> {
+    /// The smallest module: compiling it runs wasmtime's check that this
+    /// CPU has every feature the engine's code may use.
+    const EMPTY_MODULE: &[u8] = b"\0asm\x01\0\0\0";
+    let mut baseline = config();
+    if portable(&mut baseline) {
+        let checked = Engine::new(&baseline)
+            .and_then(|engine| wasmtime::Module::new(&engine, EMPTY_MODULE).map(|_| engine));
+        match checked {
+            Ok(engine) => return Ok(engine),
+            Err(error) => tracing::warn!(
+                error = %format!("{error:#}"),
+                "this CPU lacks the baseline features; compiling for this CPU alone"
+            ),
+        }
+    }
+    Engine::new(&config()).map_err(wasmtime_error)
+}
+
+/// Makes Cranelift compile for a fixed baseline of this architecture
+/// rather than for the features it detects on this CPU, so that code
+/// precompiled on one machine (a deployer's laptop, a CI runner) is the code
+/// every server of the same architecture would make: Lambda and Cloud Run
+/// place containers on CPUs of several generations. The baselines are
+/// x86-64-v2 (SSE4.2 and POPCNT, every x86 server since 2009) and ARMv8.1
+/// atomics (LSE: Graviton2 and later). `false` on other systems, which keep
+/// the detected features.
+fn portable(config: &mut Config) -> bool {
+    let (triple, flags): (&str, &[&str]) = match (std::env::consts::ARCH, std::env::consts::OS) {
+        ("x86_64", "linux") => (
+            "x86_64-unknown-linux-gnu",
+            &[
+                "has_sse3",
+                "has_ssse3",
+                "has_sse41",
+                "has_sse42",
+                "has_popcnt",
+            ],
+        ),
+        ("aarch64", "linux") => ("aarch64-unknown-linux-gnu", &["has_lse"]),
+        _ => return false,
+    };
+    if config.target(triple).is_err() {
+        return false;
+    }
+    for flag in flags {
+        // SAFETY: `new_engine` compiles a module before it uses the engine,
+        // which makes wasmtime check every enabled ISA flag against the
+        // features this CPU reports; when one is missing the engine is
+        // dropped and built without them, so no code using a missing
+        // feature ever runs.
+        unsafe {
+            config.cranelift_flag_enable(flag);
+        }
+    }
+    true
+}
+
+/// `x86_64-` and 16 hex digits of SHA-256 over `engine`'s compatibility hash.
+fn artifact_id(engine: &Engine) -> String {
+    use std::hash::Hash as _;
+    use std::hash::Hasher;
+
+    /// Feeds what `Hash` writes into a SHA-256 (std's own hashers are
+    /// neither stable across releases nor wide enough to name artifacts).
+    struct Sha256Hasher(sha2::Sha256);
+    impl Hasher for Sha256Hasher {
+        fn write(&mut self, bytes: &[u8]) {
+            sha2::Digest::update(&mut self.0, bytes);
+        }
+        fn finish(&self) -> u64 {
+            let digest = sha2::Digest::finalize(self.0.clone());
+            u64::from_be_bytes(digest[..8].try_into().expect("a SHA-256 has 8 bytes"))
+        }
+    }
+    let mut hasher = Sha256Hasher(<sha2::Sha256 as sha2::Digest>::new());
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    format!("{}-{:016x}", std::env::consts::ARCH, hasher.finish())
+}
+
 fn base_config() -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
@@ -169,7 +265,17 @@ fn pooling_config(limits: &RuntimeLimits) -> Config {
         .total_memories(n.saturating_mul(2))
         .total_tables(n.saturating_mul(8))
         .total_stacks(n)
-        .max_memory_size(limits.memory_limit_bytes);
+        .max_memory_size(limits.memory_limit_bytes)
+        // A slot given back is reset for the next instance. Above these
+        // sizes the reset is an madvise(MADV_DONTNEED), whose TLB shootdowns
+        // across cores took ~30% of the CPU under load (perf: the IPIs of
+        // ptep_clear_flush); below them the pages are zeroed in place and
+        // stay resident. A small guest's memory and tables fit, so a warm
+        // request makes no syscall to clean up: 2.4x the throughput of the
+        // defaults on the hello component (`make bench`), for at most 2 MiB
+        // + 64 KiB resident per slot in use.
+        .linear_memory_keep_resident(2 << 20)
+        .table_keep_resident(64 << 10);
     let mut config = base_config();
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     config
@@ -227,5 +333,58 @@ impl Drop for EpochTicker {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PROBE: &[u8] = include_bytes!("../../tests/fixtures/probe.wasm");
+    const WAGI_PROBE: &[u8] = include_bytes!("../../tests/fixtures/wagi-probe.wasm");
+
+    fn engine(pooling: PoolingMode) -> WasmEngine {
+        WasmEngine::new(RuntimeLimits {
+            memory_limit_bytes: 64 << 20,
+            timeout: Duration::from_secs(5),
+            max_concurrency: 4,
+            pooling,
+            precompiled: true,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn the_deploying_cli_and_the_server_make_the_same_code() {
+        // The CLI checks modules on an engine without the instance pool;
+        // servers run with it. Their artifacts must be interchangeable.
+        let cli = engine(PoolingMode::Off);
+        let server = engine(PoolingMode::Auto);
+        let id = cli.artifact_id().expect("artifacts are on");
+        assert_eq!(Some(id), server.artifact_id());
+        assert!(id.starts_with(std::env::consts::ARCH), "{id}");
+        for bytes in [PROBE, WAGI_PROBE] {
+            let code = cli.load(bytes).unwrap().serialize().unwrap();
+            assert_eq!(
+                server.load(bytes).unwrap().serialize().unwrap(),
+                code,
+                "one module compiles to the same bytes on both"
+            );
+            // SAFETY: `code` was just serialized by an engine with this id.
+            let loaded = unsafe { server.load_precompiled(&code) }.unwrap();
+            assert_eq!(loaded.abi(), cli.load(bytes).unwrap().abi());
+        }
+    }
+
+    #[test]
+    fn artifacts_can_be_switched_off_and_bytes_that_are_no_artifact_fail() {
+        let mut limits = engine(PoolingMode::Off).limits().clone();
+        limits.precompiled = false;
+        assert_eq!(WasmEngine::new(limits).unwrap().artifact_id(), None);
+        // SAFETY: not an artifact: refused before anything is mapped.
+        let err = unsafe { engine(PoolingMode::Off).load_precompiled(PROBE) }
+            .err()
+            .expect("a wasm binary is not an artifact");
+        assert!(err.to_string().contains("not an artifact"), "{err}");
     }
 }

@@ -25,6 +25,9 @@ pub use engine::{EPOCH_TICK, PoolingMode, RuntimeLimits, WasmEngine};
 pub use wagi::{LibraryModule, MAX_WAGI_OUTPUT, WagiModule, parse_cgi};
 pub use wasi_http::HttpComponent;
 
+use wasmtime::component::Component;
+use wasmtime::{Engine, Precompiled};
+
 use crate::body::Body;
 
 /// The guest ABIs wasmgate runs, as named in error messages.
@@ -45,6 +48,15 @@ impl LoadedModule {
         match self {
             LoadedModule::WasiHttp(_) => "wasi:http component",
             LoadedModule::Wagi(_) => "WAGI module",
+        }
+    }
+
+    /// The compiled code, for [`WasmEngine::load_precompiled`] on an engine
+    /// with the same [`WasmEngine::artifact_id`].
+    pub fn serialize(&self) -> Result<Vec<u8>, String> {
+        match self {
+            LoadedModule::WasiHttp(component) => component.serialize(),
+            LoadedModule::Wagi(module) => module.serialize(),
         }
     }
 
@@ -181,6 +193,38 @@ impl WasmEngine {
             Err(LoadError::Unsupported {
                 found: "this WebAssembly binary has an unknown version".into(),
             })
+        }
+    }
+
+    /// Loads code made by [`LoadedModule::serialize`], without compiling.
+    /// Blocking, like [`WasmEngine::load`]. Fails when the bytes are not an
+    /// artifact or were made by an incompatible engine (wasmtime checks its
+    /// version and settings).
+    ///
+    /// # Safety
+    ///
+    /// `bytes` must be what `serialize` made: wasmtime maps them as
+    /// executable code without validating them, so tampered bytes can do
+    /// anything. The module cache calls this only with bytes whose SHA-256
+    /// matches the digest the deploy recorded for the artifact it stored.
+    pub unsafe fn load_precompiled(&self, bytes: &[u8]) -> Result<LoadedModule, LoadError> {
+        let failed = |e: wasmtime::Error| LoadError::Compile(format!("{e:#}"));
+        match Engine::detect_precompiled(bytes) {
+            Some(Precompiled::Component) => {
+                // SAFETY: the caller vouches for the bytes (see above).
+                let component =
+                    unsafe { Component::deserialize(self.engine(), bytes) }.map_err(failed)?;
+                HttpComponent::link(self, component).map(LoadedModule::WasiHttp)
+            }
+            Some(Precompiled::Module) => {
+                // SAFETY: as above.
+                let module = unsafe { wasmtime::Module::deserialize(self.engine(), bytes) }
+                    .map_err(failed)?;
+                WagiModule::load(self, module).map(LoadedModule::Wagi)
+            }
+            None => Err(LoadError::Compile(
+                "not an artifact precompiled by wasmtime".into(),
+            )),
         }
     }
 }

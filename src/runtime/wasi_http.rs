@@ -31,6 +31,11 @@ impl HttpComponent {
     pub(super) fn load(engine: &WasmEngine, bytes: &[u8]) -> Result<Self, LoadError> {
         let component = Component::new(engine.engine(), bytes)
             .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        Self::link(engine, component)
+    }
+
+    /// Links a compiled (or deserialized) component.
+    pub(super) fn link(engine: &WasmEngine, component: Component) -> Result<Self, LoadError> {
         let instance_pre = engine
             .linker
             .instantiate_pre(&component)
@@ -39,6 +44,15 @@ impl HttpComponent {
             found: "this component does not export wasi:http/incoming-handler (0.2.x)".into(),
         })?;
         Ok(HttpComponent { pre })
+    }
+
+    /// The compiled component, as `Component::deserialize` takes it back.
+    pub(super) fn serialize(&self) -> Result<Vec<u8>, String> {
+        self.pre
+            .instance_pre()
+            .component()
+            .serialize()
+            .map_err(|e| format!("{e:#}"))
     }
 
     /// Instantiates the component in a fresh store and hands it `request`.

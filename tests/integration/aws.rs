@@ -60,7 +60,13 @@ impl Aws {
     }
 
     fn serve(&self, ttl_ms: u64) -> ServeProcess {
-        ServeProcess::start(&self.dir.path().join("unused"), ttl_ms, &self.env())
+        self.serve_with(ttl_ms, &[])
+    }
+
+    fn serve_with(&self, ttl_ms: u64, env: &[(&'static str, String)]) -> ServeProcess {
+        let mut all = self.env();
+        all.extend_from_slice(env);
+        ServeProcess::start(&self.dir.path().join("unused"), ttl_ms, &all)
     }
 
     async fn live_item(&self, route: &str) -> std::collections::HashMap<String, AttributeValue> {
@@ -118,6 +124,30 @@ async fn deploy_to_s3_and_dynamodb_then_serve_skip_and_roll_back() {
     );
     let text = aws.cli_ok(&["deploy", &probe, "--route", "/app"]);
     assert!(text.contains("version: 3 (live)"), "{text}");
+    // The probe's precompiled code went beside it, and its record onto the
+    // live item, where every server reads it with the route.
+    let artifact = text
+        .lines()
+        .find_map(|l| l.strip_prefix("code:    "))
+        .and_then(|l| l.strip_suffix(" (precompiled)"))
+        .unwrap_or_else(|| panic!("no artifact in {text}"))
+        .to_string();
+    let head = aws
+        .moto
+        .s3()
+        .await
+        .head_object()
+        .bucket(BUCKET)
+        .key(&artifact)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.content_type(), Some("application/octet-stream"));
+    let live = aws.live_item("/app").await;
+    assert!(
+        live.values().any(|v| format!("{v:?}").contains(&artifact)),
+        "the live item records {artifact}: {live:?}"
+    );
 
     let server = aws.serve(2_000);
     let reply = send(
@@ -133,6 +163,12 @@ async fn deploy_to_s3_and_dynamodb_then_serve_skip_and_roll_back() {
         reply.text().contains("path: /app/echo?q=1"),
         "{}",
         reply.text()
+    );
+    assert_eq!(
+        server
+            .wait_for_log(&["module loaded from its precompiled artifact", &artifact])
+            .len(),
+        1
     );
 
     let text = aws.cli_ok(&["rollback", "/app"]);
@@ -163,7 +199,15 @@ async fn a_tampered_s3_object_is_never_run() {
         .await
         .unwrap();
 
+    // The deploy's precompiled artifact is the module's code, checked
+    // against its own digest: served from it, the damaged module is not
+    // even read. Without artifacts the server must compile the module, and
+    // refuses it.
     let server = aws.serve(2_000);
+    let reply = send(server.addr, "GET", "/probe/echo", &[], bytes::Bytes::new()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    drop(server);
+    let server = aws.serve_with(2_000, &[("WASMGATE_PRECOMPILED", "off".into())]);
     let reply = send(server.addr, "GET", "/probe/echo", &[], bytes::Bytes::new()).await;
     assert_eq!(reply.status, 502, "{}", reply.text());
     assert!(

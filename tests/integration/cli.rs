@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use wasmgate::modules::ModuleKey;
+
 use crate::common::*;
 
 #[test]
@@ -201,6 +203,120 @@ async fn a_rollback_from_another_process_is_served_within_the_ttl() {
     assert!(
         took <= Duration::from_millis(TTL_MS + 500),
         "followed after {took:?}, TTL is {TTL_MS}ms"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_server_loads_the_deploys_precompiled_code_and_only_if_untampered() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let probe = write_file(dir.path(), "probe.wasm", PROBE);
+    let probe = probe.to_str().unwrap();
+    let text = cli_ok(&data, &["deploy", probe, "--route", "/app"]);
+    let artifact = text
+        .lines()
+        .find_map(|l| l.strip_prefix("code:    "))
+        .and_then(|l| l.strip_suffix(" (precompiled)"))
+        .unwrap_or_else(|| panic!("no artifact in {text}"))
+        .to_string();
+    let module = ModuleKey::for_bytes(PROBE).to_string();
+    assert!(
+        artifact.starts_with(module.strip_suffix(".wasm").unwrap()) && artifact.ends_with(".cwasm"),
+        "the artifact sits beside {module}: {artifact}"
+    );
+    // A second deploy of the same bytes finds the artifact stored, checks it
+    // is its own, and records it again.
+    let text = cli_ok(&data, &["deploy", probe, "--route", "/other"]);
+    assert!(
+        text.contains(&format!("code:    {artifact} (precompiled)")),
+        "{text}"
+    );
+
+    let served = |server: &ServeProcess| {
+        let addr = server.addr;
+        async move {
+            let reply = send(addr, "GET", "/app/echo", &[], bytes::Bytes::new()).await;
+            assert_eq!(reply.status, 200, "{}", reply.text());
+        }
+    };
+    let server = ServeProcess::start(&data, 2_000, &[]);
+    served(&server).await;
+    assert_eq!(
+        server
+            .wait_for_log(&["module loaded from its precompiled artifact", &artifact])
+            .len(),
+        1
+    );
+    assert!(server.log_lines_with(&["module compiled"]).is_empty());
+    drop(server);
+
+    let off = ServeProcess::start(&data, 2_000, &[("WASMGATE_PRECOMPILED", "off".into())]);
+    served(&off).await;
+    assert_eq!(off.wait_for_log(&["module compiled"]).len(), 1);
+    drop(off);
+
+    // One byte changed, length kept: the digest recorded at deploy no longer
+    // matches, so the bytes are never deserialized; the module is compiled.
+    let path = data.join(&artifact);
+    let mut code = std::fs::read(&path).unwrap();
+    let middle = code.len() / 2;
+    code[middle] ^= 0x5a;
+    std::fs::write(&path, &code).unwrap();
+    let server = ServeProcess::start(&data, 2_000, &[]);
+    served(&server).await;
+    let refused = server.wait_for_log(&["precompiled artifact not used", "SHA-256"]);
+    assert_eq!(refused.len(), 1, "{:?}", server.log.lock().unwrap());
+    assert_eq!(server.wait_for_log(&["module compiled"]).len(), 1);
+    drop(server);
+
+    // A deploy over the tampered artifact cannot replace it (stored objects
+    // are immutable) and does not record it.
+    let text = cli_ok(&data, &["deploy", probe, "--route", "/app"]);
+    assert!(
+        text.contains("code:    none precompiled"),
+        "a foreign artifact is never recorded: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_request_reads_the_route_table_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let probe = write_file(dir.path(), "probe.wasm", PROBE);
+    for route in ["/a", "/a/b", "/c", "api.example.com/a"] {
+        cli_ok(
+            &data,
+            &["deploy", probe.to_str().unwrap(), "--route", route],
+        );
+    }
+    let server = ServeProcess::start(&data, 60_000, &[]);
+    let addr = server.addr;
+    let reads = || async move {
+        let reply = send(addr, "GET", "/_wasmgate/metrics", &[], bytes::Bytes::new()).await;
+        let text = reply.text();
+        text.lines()
+            .find_map(|l| l.strip_prefix("wasmgate_route_table_reads_total "))
+            .unwrap_or_else(|| panic!("no route table reads in {text}"))
+            .parse::<u64>()
+            .unwrap()
+    };
+    let before = reads().await;
+    // Four cold paths, each with several candidate routes (host and
+    // prefixes), one of them matching none; then the same four again.
+    for path in ["/a/b/c/d", "/a/x", "/c/y/z", "/nothing/here"] {
+        for _ in 0..2 {
+            let reply = send(addr, "GET", path, &[], bytes::Bytes::new()).await;
+            assert!(
+                reply.status == 200 || reply.status == 404,
+                "{path}: {}",
+                reply.status
+            );
+        }
+    }
+    assert_eq!(
+        reads().await - before,
+        4,
+        "one round trip per cold path, none when warm"
     );
 }
 

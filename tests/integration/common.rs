@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 use wasmgate::backend::{self, Backends};
-use wasmgate::config::{BackendKind, Settings};
+use wasmgate::config::{BackendKind, Settings, Toggle};
 use wasmgate::deploy::Deployer;
 use wasmgate::front::listener::Listener;
 use wasmgate::routes::RouteName;
@@ -55,6 +55,7 @@ pub fn settings(data_dir: &Path) -> Settings {
         max_concurrency: 64,
         module_cache_size: 16,
         pooling: PoolingMode::Auto,
+        precompiled: Toggle::On,
         max_body_bytes: wasmgate::config::DEFAULT_MAX_BODY_BYTES,
         max_header_bytes: 32 * 1024,
         max_headers: 100,
@@ -433,6 +434,20 @@ impl ServeProcess {
             }
         });
         ServeProcess { child, addr, log }
+    }
+
+    /// The log lines that contain every one of `needles`, once there is at
+    /// least one (lines reach the log through a pipe and a thread); empty
+    /// after 5 s without one.
+    pub fn wait_for_log(&self, needles: &[&str]) -> Vec<String> {
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let lines = self.log_lines_with(needles);
+            if !lines.is_empty() || std::time::Instant::now() > until {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The log lines that contain every one of `needles`.

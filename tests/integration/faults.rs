@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use wasmgate::config::Toggle;
+
 use crate::common::*;
 
 async fn assert_still_serving(server: &TestServer) {
@@ -93,7 +95,8 @@ async fn a_memory_bomb_is_a_5xx_and_the_server_goes_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_module_altered_on_disk_is_never_executed() {
-    let server = TestServer::start().await;
+    // The module itself, not a precompiled artifact of it, is what is read.
+    let server = TestServer::start_with(|s| s.precompiled = Toggle::Off).await;
     let report = server.deploy("/probe", PROBE).await;
     // Replace the stored bytes with another valid component of the same
     // length class: if it ran, it would answer "Hello from wasmgate".
@@ -117,7 +120,8 @@ async fn a_module_altered_on_disk_is_never_executed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_module_missing_from_the_store_is_a_502() {
-    let server = TestServer::start().await;
+    // The module itself, not a precompiled artifact of it, is what is read.
+    let server = TestServer::start_with(|s| s.precompiled = Toggle::Off).await;
     let report = server.deploy("/probe", PROBE).await;
     std::fs::remove_file(server.data_dir.path().join(&report.key)).unwrap();
     let reply = server.get("/probe/echo").await;

@@ -267,7 +267,7 @@ async fn malformed_uploads_are_4xx_and_change_nothing() {
         "no version was added"
     );
     let stored = walk_files(&server.data_dir.path().join("application"));
-    assert_eq!(stored, 1, "only HELLO is stored");
+    assert_eq!(stored, 2, "only HELLO (and its precompiled code) is stored");
     assert!(
         server
             .get("/app")
