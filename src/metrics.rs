@@ -113,9 +113,8 @@ impl Metrics {
         self.limits_refused.fetch_add(1, Relaxed);
     }
 
-    /// Counts one round trip to the route table (a cache miss's lookup of
-    /// every candidate route at once, or the read of a hand-set pointer's
-    /// versions).
+    /// Counts one lookup in the route table: a cache miss's batched read of
+    /// every candidate route, or the read of a hand-set pointer's versions.
     pub fn route_table_read(&self) {
         self.route_table_reads.fetch_add(1, Relaxed);
     }
@@ -190,7 +189,7 @@ impl Metrics {
             o,
             "wasmgate_route_table_reads_total",
             "counter",
-            "Round trips to the route table (DynamoDB or SQLite); one per route cache miss.",
+            "Route table lookups (DynamoDB or SQLite): one per route cache miss, every candidate route in one batched read.",
         );
         let _ = writeln!(o, "{name} {}", self.route_table_reads.load(Relaxed));
         for (metric, value, help) in [

@@ -57,8 +57,9 @@ impl fmt::Display for ArtifactKey {
 
 /// An artifact as its deploy recorded it, in the version's metadata (and so
 /// on the live pointer, which a server reads anyway).
+/// Unknown fields are ignored, so that a server older than the deployer
+/// still reads the version (and at worst compiles).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Precompiled {
     /// The artifact's object key ([`ArtifactKey`]).
     pub key: String,

@@ -640,6 +640,19 @@ mod tests {
     }
 
     #[test]
+    fn deploy_metadata_cannot_name_precompiled_code() {
+        // Only a deploy records artifacts, with the digests of what it
+        // compiled itself: metadata that names one is refused outright.
+        let err = parse(
+            r#"{"precompiled": [{"key": "application/wasm/1b/sha256-x.cwasm", "len": 1, "sha256": "00"}]}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("precompiled"), "{err}");
+        let (spec, _) = parse("{}").unwrap().into_stored(&BTreeMap::new());
+        assert!(spec.precompiled.is_empty());
+    }
+
+    #[test]
     fn refuses_each_bad_binding_with_a_clear_message() {
         let cases = [
             (

@@ -53,6 +53,8 @@ pub struct WasmEngine {
     pub(crate) p1_linker: wasmtime::Linker<WagiState>,
     limits: RuntimeLimits,
     pooling: bool,
+    /// Whether it compiles for the architecture's baseline (see `portable`).
+    portable: bool,
     /// Names the code this engine makes; `None` with precompiled artifacts off.
     artifact_id: Option<String>,
     slots: Arc<tokio::sync::Semaphore>,
@@ -63,7 +65,7 @@ impl WasmEngine {
     /// Builds the engine. Fails only when `PoolingMode::On` was asked for and
     /// the pooling allocator cannot be set up, or on a wasmtime bug.
     pub fn new(limits: RuntimeLimits) -> anyhow::Result<Self> {
-        let (engine, pooling) = match limits.pooling {
+        let ((engine, portable), pooling) = match limits.pooling {
             PoolingMode::Off => (new_engine(base_config)?, false),
             PoolingMode::On => (new_engine(|| pooling_config(&limits))?, true),
             PoolingMode::Auto => {
@@ -97,6 +99,7 @@ impl WasmEngine {
             linker,
             p1_linker,
             pooling,
+            portable,
             artifact_id,
             slots: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrency as usize)),
             limits,
@@ -124,6 +127,12 @@ impl WasmEngine {
     /// this one. `None` when precompiled artifacts are off.
     pub fn artifact_id(&self) -> Option<&str> {
         self.artifact_id.as_deref()
+    }
+
+    /// Whether code is compiled for the architecture's baseline rather than
+    /// for this CPU (see `portable`), so artifacts match across the fleet.
+    pub fn portable(&self) -> bool {
+        self.portable
     }
 
     /// Guest instances alive now (slots taken).
@@ -166,26 +175,26 @@ fn wasmtime_error(error: wasmtime::Error) -> anyhow::Error {
     anyhow::anyhow!("{error:#}")
 }
 
-/// An engine from `config()` made portable (see [`portable`]), or, when
-/// this CPU lacks the baseline's features, from `config()` as it is: code
-/// for this very CPU, whose artifacts then only match machines like it.
-fn new_engine(config: impl Fn() -> Config) -> anyhow::Result<Engine> {
+/// An engine from `config()` made portable (see [`portable`]), and whether
+/// it is; when this CPU lacks the baseline's features, from `config()` as
+/// it is: code for this very CPU, whose artifacts only match machines like
+/// it.
+fn new_engine(config: impl Fn() -> Config) -> anyhow::Result<(Engine, bool)> {
     /// The smallest module: compiling it runs wasmtime's check that this
     /// CPU has every feature the engine's code may use.
     const EMPTY_MODULE: &[u8] = b"\0asm\x01\0\0\0";
     let mut baseline = config();
     if portable(&mut baseline) {
-        let checked = Engine::new(&baseline)
-            .and_then(|engine| wasmtime::Module::new(&engine, EMPTY_MODULE).map(|_| engine));
-        match checked {
-            Ok(engine) => return Ok(engine),
+        let engine = Engine::new(&baseline).map_err(wasmtime_error)?;
+        match wasmtime::Module::new(&engine, EMPTY_MODULE) {
+            Ok(_) => return Ok((engine, true)),
             Err(error) => tracing::warn!(
                 error = %format!("{error:#}"),
                 "this CPU lacks the baseline features; compiling for this CPU alone"
             ),
         }
     }
-    Engine::new(&config()).map_err(wasmtime_error)
+    Ok((Engine::new(&config()).map_err(wasmtime_error)?, false))
 }
 
 /// Makes Cranelift compile for a fixed baseline of this architecture
@@ -197,21 +206,21 @@ fn new_engine(config: impl Fn() -> Config) -> anyhow::Result<Engine> {
 /// atomics (LSE: Graviton2 and later). `false` on other systems, which keep
 /// the detected features.
 fn portable(config: &mut Config) -> bool {
-    let (triple, flags): (&str, &[&str]) = match (std::env::consts::ARCH, std::env::consts::OS) {
-        ("x86_64", "linux") => (
-            "x86_64-unknown-linux-gnu",
-            &[
-                "has_sse3",
-                "has_ssse3",
-                "has_sse41",
-                "has_sse42",
-                "has_popcnt",
-            ],
-        ),
-        ("aarch64", "linux") => ("aarch64-unknown-linux-gnu", &["has_lse"]),
+    /// What wasmgate was built for: wasmtime runs code only for the host's
+    /// own triple (so `-gnu` and `-musl` builds make different artifacts).
+    const TARGET: &str = env!("WASMGATE_TARGET");
+    let flags: &[&str] = match (std::env::consts::ARCH, std::env::consts::OS) {
+        ("x86_64", "linux") => &[
+            "has_sse3",
+            "has_ssse3",
+            "has_sse41",
+            "has_sse42",
+            "has_popcnt",
+        ],
+        ("aarch64", "linux") => &["has_lse"],
         _ => return false,
     };
-    if config.target(triple).is_err() {
+    if config.target(TARGET).is_err() {
         return false;
     }
     for flag in flags {
@@ -269,13 +278,16 @@ fn pooling_config(limits: &RuntimeLimits) -> Config {
         // A slot given back is reset for the next instance. Above these
         // sizes the reset is an madvise(MADV_DONTNEED), whose TLB shootdowns
         // across cores took ~30% of the CPU under load (perf: the IPIs of
-        // ptep_clear_flush); below them the pages are zeroed in place and
+        // ptep_clear_flush); below them the pages are reset in place and
         // stay resident. A small guest's memory and tables fit, so a warm
-        // request makes no syscall to clean up: 2.4x the throughput of the
-        // defaults on the hello component (`make bench`), for at most 2 MiB
-        // + 64 KiB resident per slot in use.
+        // request makes no syscall to clean up, for at most 2 MiB + 64 KiB
+        // resident per slot in use.
         .linear_memory_keep_resident(2 << 20)
-        .table_keep_resident(64 << 10);
+        .table_keep_resident(64 << 10)
+        // With PAGEMAP_SCAN (Linux 6.7+) only the pages the guest dirtied
+        // are reset, not the whole 2 MiB: memset was then 16% of the CPU.
+        // Older kernels (Lambda's among them) reset it all.
+        .pagemap_scan(wasmtime::Enabled::Auto);
     let mut config = base_config();
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     config
@@ -361,6 +373,15 @@ mod tests {
         let cli = engine(PoolingMode::Off);
         let server = engine(PoolingMode::Auto);
         let id = cli.artifact_id().expect("artifacts are on");
+        if cfg!(all(
+            target_os = "linux",
+            any(target_arch = "x86_64", target_arch = "aarch64")
+        )) {
+            assert!(
+                cli.portable() && server.portable(),
+                "code for this very CPU would only match machines like it"
+            );
+        }
         assert_eq!(Some(id), server.artifact_id());
         assert!(id.starts_with(std::env::consts::ARCH), "{id}");
         for bytes in [PROBE, WAGI_PROBE] {

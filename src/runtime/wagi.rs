@@ -94,13 +94,13 @@ impl LibraryModule {
 }
 
 impl WagiModule {
-    /// Checks that `module` is a WASI command (`_start: () -> ()`) and that
-    /// its WASI imports are ones wasmgate provides.
     /// The compiled module, as `Module::deserialize` takes it back.
     pub(super) fn serialize(&self) -> Result<Vec<u8>, String> {
         self.module.serialize().map_err(|e| format!("{e:#}"))
     }
 
+    /// Checks that `module` is a WASI command (`_start: () -> ()`) and that
+    /// its WASI imports are ones wasmgate provides.
     pub(super) fn load(engine: &WasmEngine, module: Module) -> Result<Self, LoadError> {
         match module.get_export("_start") {
             Some(ExternType::Func(ty)) if ty.params().len() == 0 && ty.results().len() == 0 => {}
