@@ -75,21 +75,12 @@ for n in BENCH_ROUNDS BENCH_SECONDS BENCH_CONNECTIONS BENCH_WARMUP_SECONDS BENCH
   fi
 done
 
-step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
-# Tools: wrk from Debian/Ubuntu (apt), as scripts/soak.sh does; python3
-# and curl are already needed by `make test` and `make demo`.
-if ! command -v wrk >/dev/null; then
-  step "installing wrk (apt)"
-  if [[ $(id -u) == 0 ]]; then
-    apt-get install -y -qq wrk || { apt-get update -qq && apt-get install -y -qq wrk; }
-  elif command -v sudo >/dev/null; then
-    sudo apt-get install -y -qq wrk || { sudo apt-get update -qq && sudo apt-get install -y -qq wrk; }
-  else
-    echo "bench: wrk is not installed and there is no sudo; install the 'wrk' package" >&2
-    exit 1
-  fi
-fi
+# Tools: wrk from Debian/Ubuntu (apt); python3 and curl are already needed
+# by `make test` and `make demo`.
+ensure_wrk bench
 for tool in python3 curl timeout; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is needed" >&2; exit 1; }
 done

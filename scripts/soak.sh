@@ -61,21 +61,12 @@ for n in seconds sample connections threads timeout_ms loop_every memory_mb max_
   fi
 done
 
-step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
-# Tools: wrk from Debian/Ubuntu (apt), python3 and curl are already needed
+# Tools: wrk from Debian/Ubuntu (apt); python3 and curl are already needed
 # by `make test` and `make demo`.
-if ! command -v wrk >/dev/null; then
-  step "installing wrk (apt)"
-  if [[ $(id -u) == 0 ]]; then
-    apt-get install -y -qq wrk || { apt-get update -qq && apt-get install -y -qq wrk; }
-  elif command -v sudo >/dev/null; then
-    sudo apt-get install -y -qq wrk || { sudo apt-get update -qq && sudo apt-get install -y -qq wrk; }
-  else
-    echo "soak: wrk is not installed and there is no sudo; install the 'wrk' package" >&2
-    exit 1
-  fi
-fi
+ensure_wrk soak
 for tool in python3 curl; do
   command -v "$tool" >/dev/null || { echo "soak: $tool is needed" >&2; exit 1; }
 done
@@ -151,7 +142,7 @@ fi
 # swing by 50 MiB between samples).
 echo "elapsed_s,phase,rss_kib,rss_max_kib,hwm_kib,threads,fds" >"$csv"
 rss_sample() {
-  local status rss hwm thr fds lo= hi= i
+  local status rss hwm thr fds lo='' hi='' i
   for i in 1 2 3 4 5; do
     status=$(cat "/proc/$server/status" 2>/dev/null) || return 0
     rss=$(awk '/^VmRSS:/ {print $2}' <<<"$status")
