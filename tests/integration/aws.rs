@@ -126,12 +126,7 @@ async fn deploy_to_s3_and_dynamodb_then_serve_skip_and_roll_back() {
     assert!(text.contains("version: 3 (live)"), "{text}");
     // The probe's precompiled code went beside it, and its record onto the
     // live item, where every server reads it with the route.
-    let artifact = text
-        .lines()
-        .find_map(|l| l.strip_prefix("code:    "))
-        .and_then(|l| l.strip_suffix(" (precompiled)"))
-        .unwrap_or_else(|| panic!("no artifact in {text}"))
-        .to_string();
+    let artifact = artifact_of(&text);
     let head = aws
         .moto
         .s3()

@@ -213,12 +213,7 @@ async fn a_cold_server_loads_the_deploys_precompiled_code_and_only_if_untampered
     let probe = write_file(dir.path(), "probe.wasm", PROBE);
     let probe = probe.to_str().unwrap();
     let text = cli_ok(&data, &["deploy", probe, "--route", "/app"]);
-    let artifact = text
-        .lines()
-        .find_map(|l| l.strip_prefix("code:    "))
-        .and_then(|l| l.strip_suffix(" (precompiled)"))
-        .unwrap_or_else(|| panic!("no artifact in {text}"))
-        .to_string();
+    let artifact = artifact_of(&text);
     let module = ModuleKey::for_bytes(PROBE).to_string();
     assert!(
         artifact.starts_with(module.strip_suffix(".wasm").unwrap()) && artifact.ends_with(".cwasm"),

@@ -387,6 +387,29 @@ pub fn cli_err(data_dir: &Path, args: &[&str]) -> String {
     stderr(&out)
 }
 
+/// Asserts that `server` still answers the probe guest deployed at `/probe`
+/// (after a fault or a refusal).
+pub async fn assert_still_serving(server: &TestServer) {
+    let reply = server.get("/probe/echo?alive=1").await;
+    assert_eq!(
+        reply.status,
+        200,
+        "the server still serves: {}",
+        reply.text()
+    );
+}
+
+/// The precompiled artifact a `wasmgate deploy` printed (`code: KEY
+/// (precompiled)`); panics when it printed none.
+pub fn artifact_of(deploy_output: &str) -> String {
+    deploy_output
+        .lines()
+        .find_map(|l| l.strip_prefix("code:    "))
+        .and_then(|l| l.strip_suffix(" (precompiled)"))
+        .unwrap_or_else(|| panic!("no artifact in {deploy_output}"))
+        .to_string()
+}
+
 /// A `wasmgate serve` child process, killed on drop.
 pub struct ServeProcess {
     pub child: Child,

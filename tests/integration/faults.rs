@@ -7,16 +7,6 @@ use wasmgate::config::Toggle;
 
 use crate::common::*;
 
-async fn assert_still_serving(server: &TestServer) {
-    let reply = server.get("/probe/echo?alive=1").await;
-    assert_eq!(
-        reply.status,
-        200,
-        "the server still serves: {}",
-        reply.text()
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trap_is_a_500_and_the_server_goes_on() {
     let server = TestServer::start().await;

@@ -13,16 +13,6 @@ use tokio::net::TcpStream;
 
 use crate::common::*;
 
-async fn assert_alive(server: &TestServer) {
-    let reply = server.get("/probe/echo").await;
-    assert_eq!(
-        reply.status,
-        200,
-        "the server still serves: {}",
-        reply.text()
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_input_limit_is_answered_before_the_work_and_the_server_stays_up() {
     let server = TestServer::start_with(|s| s.max_body_bytes = 64 * 1024).await;
@@ -31,7 +21,7 @@ async fn every_input_limit_is_answered_before_the_work_and_the_server_stays_up()
         .deploy_with("/small", PROBE, r#"{"max_body_bytes": 100}"#, &[])
         .await
         .unwrap();
-    assert_alive(&server).await;
+    assert_still_serving(&server).await;
 
     // A declared 10 MB body is refused at once: 10 bytes of it are sent and
     // the answer comes without waiting for the rest.
@@ -51,7 +41,7 @@ async fn every_input_limit_is_answered_before_the_work_and_the_server_stays_up()
         started.elapsed() < Duration::from_secs(5),
         "answered without the rest of the body"
     );
-    assert_alive(&server).await;
+    assert_still_serving(&server).await;
 
     // A chunked body with no declared length is cut off at the limit.
     let chunk = format!("{:x}\r\n{}\r\n", 16 * 1024, "a".repeat(16 * 1024));
@@ -62,7 +52,7 @@ async fn every_input_limit_is_answered_before_the_work_and_the_server_stays_up()
     )
     .await;
     assert_eq!(status, 413, "{text}");
-    assert_alive(&server).await;
+    assert_still_serving(&server).await;
 
     // Under the limit the body arrives whole.
     let ok = server
@@ -85,7 +75,7 @@ async fn every_input_limit_is_answered_before_the_work_and_the_server_stays_up()
     let long = format!("/probe/echo?q={}", "x".repeat(9 * 1024));
     let reply = server.get(&long).await;
     assert_eq!(reply.status, 414, "{}", reply.text());
-    assert_alive(&server).await;
+    assert_still_serving(&server).await;
 
     // Headers over 32 KiB in all.
     let value = "v".repeat(1024);
@@ -100,7 +90,7 @@ async fn every_input_limit_is_answered_before_the_work_and_the_server_stays_up()
         "{}",
         reply.text()
     );
-    assert_alive(&server).await;
+    assert_still_serving(&server).await;
 
     // More than 100 headers.
     let many: Vec<String> = (0..150).map(|i| format!("x-h-{i}")).collect();
@@ -112,7 +102,7 @@ async fn every_input_limit_is_answered_before_the_work_and_the_server_stays_up()
     head.push_str("\r\n");
     let (status, text) = raw_exchange(server.addr, &head, b"").await;
     assert_eq!(status, 431, "{text}");
-    assert_alive(&server).await;
+    assert_still_serving(&server).await;
 
     // A head far past every limit is refused by the HTTP parser itself.
     let mut head = "GET /probe/echo HTTP/1.1\r\nhost: x\r\n".to_string();
@@ -122,7 +112,7 @@ async fn every_input_limit_is_answered_before_the_work_and_the_server_stays_up()
     head.push_str("\r\n");
     let (status, text) = raw_exchange(server.addr, &head, b"").await;
     assert_eq!(status, 431, "{text}");
-    assert_alive(&server).await;
+    assert_still_serving(&server).await;
 
     let metrics = server.get("/_wasmgate/metrics").await.text();
     let refusals = metrics
