@@ -510,7 +510,9 @@ def measure():
         raise BenchError(f"wasmtime compile failed:\n{done.stdout}{done.stderr}")
 
     def wasmgate_env(data, port, **extra):
-        env = {"WASMGATE_DATA_DIR": data, "WASMGATE_ADDR": f"127.0.0.1:{port}", "WASMGATE_LOG": "warn",
+        # Default settings, the log level too: a JSON line per request,
+        # into the server's log file, as a deployed server writes them.
+        env = {"WASMGATE_DATA_DIR": data, "WASMGATE_ADDR": f"127.0.0.1:{port}",
                "WASMGATE_DRAIN_TIMEOUT_MS": "1000"}
         env.update(extra)
         return child_env(env)
@@ -688,7 +690,8 @@ def report():
       f"median of {st['rounds']} rounds (each after a {st['warmup_seconds']} s warm-up), "
       "servers measured in turn, all up at once. Cold: process spawn to the first 200, a fresh process "
       f"each time, median of {st['cold_spawns']} spawns per server, interleaved. Servers, wrk and the "
-      "poller share this machine; every server listens on 127.0.0.1. wasmgate runs with WASMGATE_LOG=warn. "
+      "poller share this machine; every server listens on 127.0.0.1. wasmgate runs with its default settings, "
+      "logging a JSON line per request (into a file), which wasmtime serve does not do. "
       "Ratios compare figures measured in this same run. MiB = 2^20 bytes.")
     w("")
     others = [r["other_cpu_pct"] for v in res["warm"].values() for r in v["rounds"]]

@@ -336,7 +336,8 @@ impl Gateway {
             version = trace.version,
             module = trace.module.as_deref().unwrap_or("-"),
             status = response.status().as_u16(),
-            duration_ms = sample.duration.as_secs_f64() * 1000.0,
+            // Whole microseconds: 0.083, not 0.08247399999999999.
+            duration_ms = sample.duration.as_micros() as f64 / 1000.0,
             rollout = if trace.rollout.is_some() { "candidate" } else { "-" },
             route_cache = trace.route_cache.map(|c| c.as_str()).unwrap_or("-"),
             module_cache = trace.module_cache.map(|c| c.as_str()).unwrap_or("-"),

@@ -168,8 +168,13 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     // Servers log to stdout (where platforms collect it); the CLI to stderr.
-    let server = matches!(cli.command, None | Some(Command::Serve { .. }));
-    init_logging(&cli.settings.log, cli.settings.log_format, server);
+    let output = match cli.command {
+        None => LogOutput::Stdout,
+        Some(Command::Serve { .. }) => LogOutput::StdoutBatched,
+        Some(_) => LogOutput::Stderr,
+    };
+    // Dropped last, after the runtime: writes the lines still pending.
+    let _log_flush = init_logging(&cli.settings.log, cli.settings.log_format, output);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -603,51 +608,79 @@ fn actor_or_user(actor: Option<String>) -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
+/// Where a process's log lines go.
+#[derive(Clone, Copy, PartialEq)]
+enum LogOutput {
+    /// Lambda: each line written at once (a container is frozen between
+    /// invocations, and serves one request at a time).
+    Stdout,
+    /// `serve`: a line per request, gathered and written in batches by a
+    /// thread of its own (`wasmgate::logging`).
+    StdoutBatched,
+    /// The CLI: its stdout is the command's output.
+    Stderr,
+}
+
 /// Logs go to stdout for `serve` and on Lambda (where platforms collect
 /// them) and to stderr for the CLI (so its stdout stays the command's
 /// output). JSON lines, one event each with its fields at the top level
 /// (what CloudWatch Logs Insights and Cloud Logging query as-is), unless
 /// the stream is a terminal or `WASMGATE_LOG_FORMAT` says otherwise.
-fn init_logging(filter: &str, format: LogFormat, to_stdout: bool) {
+///
+/// Returns the guard that writes `serve`'s pending lines when dropped.
+fn init_logging(
+    filter: &str,
+    format: LogFormat,
+    output: LogOutput,
+) -> Option<wasmgate::logging::FlushOnDrop> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|error| {
         eprintln!("warning: WASMGATE_LOG={filter:?} is not a valid filter ({error}); using `info`");
         tracing_subscriber::EnvFilter::new("info")
     });
-    let terminal = if to_stdout {
-        std::io::stdout().is_terminal()
-    } else {
+    let terminal = if output == LogOutput::Stderr {
         std::io::stderr().is_terminal()
+    } else {
+        std::io::stdout().is_terminal()
     };
     let json = match format {
         LogFormat::Auto => !terminal,
         LogFormat::Json => true,
         LogFormat::Text => false,
     };
-    let writer =
-        tracing_subscriber::fmt::writer::BoxMakeWriter::new(move || -> Box<dyn std::io::Write> {
-            if to_stdout {
-                Box::new(std::io::stdout())
-            } else {
-                Box::new(std::io::stderr())
+    let batched = match output {
+        LogOutput::StdoutBatched => {
+            match wasmgate::logging::BatchedWriter::spawn(std::io::stdout()) {
+                Ok(batched) => Some(batched),
+                Err(error) => {
+                    eprintln!(
+                        "warning: starting the log writer thread: {error}; writing lines one by one"
+                    );
+                    None
+                }
             }
-        });
+        }
+        _ => None,
+    };
+    let (batched, flush_guard) = batched.unzip();
+    let writer = match (&batched, output) {
+        (Some(batched), _) => tracing_subscriber::fmt::writer::BoxMakeWriter::new(batched.clone()),
+        (None, LogOutput::Stderr) => {
+            tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr)
+        }
+        (None, _) => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stdout),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
     if json {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .init();
+        builder.event_format(wasmgate::logging::JsonLines).init();
     } else {
         builder.with_ansi(terminal).init();
     }
     // A panic anywhere (a bug) is logged as an event like any other, so it
     // is found by the same queries; the default hook's text would be
     // neither JSON nor tagged.
-    std::panic::set_hook(Box::new(|info| {
+    std::panic::set_hook(Box::new(move |info| {
         let location = info
             .location()
             .map(|l| format!("{}:{}", l.file(), l.line()))
@@ -666,8 +699,13 @@ fn init_logging(filter: &str, format: LogFormat, to_stdout: bool) {
         }
         if tracing::enabled!(tracing::Level::ERROR) {
             tracing::error!(panic = %message, %location, "panic");
+            // The process may be about to end: the line must not wait.
+            if let Some(batched) = &batched {
+                let _ = batched.flush();
+            }
         } else {
             eprintln!("panic at {location}: {message}");
         }
     }));
+    flush_guard
 }

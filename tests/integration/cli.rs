@@ -315,10 +315,19 @@ async fn a_cold_request_reads_the_route_table_once() {
     );
 }
 
-#[test]
-fn sigterm_stops_the_server_cleanly() {
+/// ...and loses no log line on the way out: `serve` writes its lines in
+/// batches from a thread of its own, which must have written every one
+/// (a request line per request, then the last line) when the process ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_server_cleanly_with_every_log_line_written() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = ServeProcess::start(&dir.path().join("data"), 2_000, &[]);
+    const REQUESTS: usize = 300;
+    for i in 0..REQUESTS {
+        let path = format!("/nothing/{i}");
+        let reply = send(server.addr, "GET", &path, &[], bytes::Bytes::new()).await;
+        assert_eq!(reply.status, 404);
+    }
     let pid = server.child.id().to_string();
     assert!(
         std::process::Command::new("kill")
@@ -329,6 +338,22 @@ fn sigterm_stops_the_server_cleanly() {
     );
     let status = server.child.wait().unwrap();
     assert!(status.success(), "exit status {status:?}");
+    assert!(
+        !server.wait_for_log(&["wasmgate stopped"]).is_empty(),
+        "no last line"
+    );
+    let logged: std::collections::BTreeSet<String> = server
+        .log_lines_with(&["\"message\":\"request\""])
+        .iter()
+        .map(|line| {
+            let event: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(event["status"], 404, "{line}");
+            event["path"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let sent: std::collections::BTreeSet<String> =
+        (0..REQUESTS).map(|i| format!("/nothing/{i}")).collect();
+    assert_eq!(logged, sent, "a request line per request");
 }
 
 fn count_files(dir: &std::path::Path) -> usize {
