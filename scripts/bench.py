@@ -72,14 +72,30 @@ def child_env(extra=None):
     return env
 
 
+# The lines of a server's output kept in its log file.
+LOG_TAIL_LINES = 2000
+# `tail` readers of the servers' output, by log path.
+_log_readers = {}
+
+
 def spawn(cmd, env, log_path):
+    """Starts a server. Its stdout and stderr go through a pipe, as on a
+    platform that collects them, to `tail`, which keeps the last
+    LOG_TAIL_LINES lines in log_path: wasmgate logs a line per request, and
+    files of them (~1 GB a run) would be written back to disk during later
+    measurements."""
     with open(log_path, "ab") as out:
-        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out,
+        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, start_new_session=True,
                                 preexec_fn=_die_with_parent)
+        reader = subprocess.Popen(["tail", "-n", str(LOG_TAIL_LINES)], stdin=proc.stdout, stdout=out,
+                                  stderr=subprocess.STDOUT, start_new_session=True,
+                                  preexec_fn=_die_with_parent)
+    proc.stdout.close()  # the reader holds the pipe's read end
+    _log_readers[log_path] = reader
     _children.append(proc)
     with open(os.path.join(WORK, "pids"), "a") as pids:
-        pids.write(f"{proc.pid}\n")
+        pids.write(f"{proc.pid}\n{reader.pid}\n")
     return proc
 
 
@@ -202,6 +218,12 @@ class Server:
 
 
 def tail(path, lines=30):
+    reader = _log_readers.get(path)
+    if reader is not None:
+        try:  # it writes the file once the server's output ends
+            reader.wait(2.0)
+        except subprocess.TimeoutExpired:
+            pass
     try:
         with open(path, errors="replace") as f:
             return "".join(f.readlines()[-lines:])
@@ -691,7 +713,8 @@ def report():
       "servers measured in turn, all up at once. Cold: process spawn to the first 200, a fresh process "
       f"each time, median of {st['cold_spawns']} spawns per server, interleaved. Servers, wrk and the "
       "poller share this machine; every server listens on 127.0.0.1. wasmgate runs with its default settings, "
-      "logging a JSON line per request (into a file), which wasmtime serve does not do. "
+      "logging a JSON line per request, which wasmtime serve does not do; every server's output goes "
+      "through a pipe to `tail` (kept: its last lines). "
       "Ratios compare figures measured in this same run. MiB = 2^20 bytes.")
     w("")
     others = [r["other_cpu_pct"] for v in res["warm"].values() for r in v["rounds"]]
