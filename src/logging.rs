@@ -640,21 +640,17 @@ mod tests {
             assert!(line.is_object());
         }
         // The JSON is what a reader gets back as values.
-        let request: serde_json::Value = serde_json::from_str(&ours_line(0)).unwrap();
+        let request: serde_json::Value = serde_json::from_str(&ours[0]).unwrap();
         assert_eq!(request["path"], "/he\"llo\n\\ \u{1}\u{1f} é ✓");
         assert_eq!(request["status"], 200);
         assert_eq!(request["version"], 3);
         assert!(request.get("missing").is_none());
         assert_eq!(request["target"], "wasmgate::request");
-        let numbers: serde_json::Value = serde_json::from_str(&ours_line(2)).unwrap();
+        let numbers: serde_json::Value = serde_json::from_str(&ours[2]).unwrap();
         assert_eq!(numbers["nan"], serde_json::Value::Null);
         assert_eq!(numbers["tiny"], 1e-7);
         assert_eq!(numbers["big"], u64::MAX);
         assert_eq!(numbers["wide"], (1u128 << 100).to_string());
-    }
-
-    fn ours_line(i: usize) -> String {
-        lines_of(false, events).swap_remove(i)
     }
 
     #[test]
