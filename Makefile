@@ -26,7 +26,7 @@ help:
 	@echo "make iac-check cfn-lint, sam validate --lint, checkov, terraform fmt on template.yaml, infra/, Dockerfile"
 	@echo "make lambda-zip  the arm64 Lambda bootstrap zip (target/lambda/wasmgate/bootstrap.zip)"
 	@echo "make examples  rebuild examples/*.wasm (needs: rustup target add $(GUEST_TARGET), clang + wasi-libc, npm)"
-	@echo "make fixtures  rebuild tests/fixtures/*.wasm (needs: rustup target add $(GUEST_TARGET) $(WAGI_TARGET))"
+	@echo "make fixtures  rebuild tests/fixtures/*.wasm: probes (wasip2, wasip3), a wstd and a Spin SDK 7 guest (needs: rustup target add $(GUEST_TARGET) $(WAGI_TARGET))"
 
 build:
 	$(CARGO) build --release
@@ -137,6 +137,12 @@ fixtures:
 	cp tests/guests/cli-command/target/$(GUEST_TARGET)/release/cli-command.wasm tests/fixtures/cli-command.wasm
 	cd tests/guests/wagi-probe && $(CARGO) build --release --target $(WAGI_TARGET)
 	cp tests/guests/wagi-probe/target/$(WAGI_TARGET)/release/wagi-probe.wasm tests/fixtures/wagi-probe.wasm
+	cd tests/guests/probe3 && $(CARGO) build --release --target $(GUEST_TARGET)
+	cp tests/guests/probe3/target/$(GUEST_TARGET)/release/probe3.wasm tests/fixtures/probe3.wasm
+	cd tests/guests/wstd-fetch && $(CARGO) build --release --target $(GUEST_TARGET)
+	cp tests/guests/wstd-fetch/target/$(GUEST_TARGET)/release/wstd_fetch.wasm tests/fixtures/wstd-fetch.wasm
+	cd tests/guests/spin-router && $(CARGO) build --release --target $(GUEST_TARGET)
+	cp tests/guests/spin-router/target/$(GUEST_TARGET)/release/spin_router.wasm tests/fixtures/spin-router.wasm
 
 clean-demo:
 	rm -rf .wasmgate

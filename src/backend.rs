@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::config::{BackendKind, Settings, Toggle};
 use crate::deploy::Deployer;
 use crate::gateway::{Gateway, GatewayOptions};
+use crate::kv::{KvStore, SqliteKv};
 use crate::modules::{FsModuleStore, ModuleStore};
 use crate::routes::{RouteTable, SqliteRouteTable};
 use crate::runtime::{RuntimeLimits, WasmEngine};
@@ -16,6 +17,8 @@ use crate::runtime::{RuntimeLimits, WasmEngine};
 pub struct Backends {
     pub table: Arc<dyn RouteTable>,
     pub store: Arc<dyn ModuleStore>,
+    /// Guests' `wasi:keyvalue` data, in the route table's database.
+    pub kv: Arc<dyn KvStore>,
 }
 
 impl Backends {
@@ -40,10 +43,12 @@ impl Backends {
     /// The embedded default under `settings.data_dir`.
     pub fn embedded(settings: &Settings) -> anyhow::Result<Self> {
         let table = SqliteRouteTable::open(settings.database_path())?;
+        let kv = SqliteKv::open(settings.database_path())?;
         let store = FsModuleStore::new(settings.modules_dir());
         Ok(Backends {
             table: Arc::new(table),
             store: Arc::new(store),
+            kv: Arc::new(kv),
         })
     }
 
@@ -57,6 +62,7 @@ impl Backends {
         Gateway::new(
             self.table.clone(),
             self.store.clone(),
+            self.kv.clone(),
             engine,
             crate::secrets::default_resolver(),
             GatewayOptions {
@@ -78,6 +84,7 @@ pub fn engine(settings: &Settings) -> anyhow::Result<Arc<WasmEngine>> {
         max_concurrency: settings.max_concurrency as u32,
         pooling: settings.pooling,
         precompiled: settings.precompiled == Toggle::On,
+        max_field_bytes: settings.max_field_bytes as usize,
     })?))
 }
 
@@ -100,6 +107,7 @@ mod aws {
 
     use super::Backends;
     use crate::config::Settings;
+    use crate::kv::DynamoKv;
     use crate::modules::S3ModuleStore;
     use crate::routes::DynamoRouteTable;
 
@@ -188,7 +196,13 @@ mod aws {
             .build();
         let s3 = aws_sdk_s3::Client::from_conf(s3_config);
         let dynamodb = aws_sdk_dynamodb::Client::new(&config);
+        let kv_table = settings
+            .kv_table
+            .clone()
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| table.clone());
         Ok(Backends {
+            kv: Arc::new(DynamoKv::new(dynamodb.clone(), kv_table)),
             table: Arc::new(DynamoRouteTable::new(dynamodb, table)),
             store: Arc::new(S3ModuleStore::new(s3, bucket)),
         })

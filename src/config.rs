@@ -65,6 +65,12 @@ pub struct Settings {
     #[arg(long, env = "WASMGATE_TABLE", global = true)]
     pub table: Option<String>,
 
+    /// The DynamoDB table of guests' wasi:keyvalue data (with
+    /// WASMGATE_BACKEND=aws); the route table when unset. Its key schema is
+    /// the route table's (`route` S partition, `rev` S sort).
+    #[arg(long, env = "WASMGATE_KV_TABLE", global = true)]
+    pub kv_table: Option<String>,
+
     /// Where the embedded default keeps modules (same key layout as the S3
     /// bucket) and the SQLite route database.
     #[arg(
@@ -116,6 +122,14 @@ pub struct Settings {
     #[arg(long, env = "WASMGATE_MAX_HEADER_BYTES", default_value_t = 32 * 1024,
           value_parser = number("WASMGATE_MAX_HEADER_BYTES", "bytes", 1024, 1 << 20), global = true)]
     pub max_header_bytes: u64,
+
+    /// wasi:http's limit on one set of fields (a request's or response's
+    /// headers, or trailers) as a guest builds or reads them, in bytes of
+    /// their in-memory form; a guest past it gets wasi:http's
+    /// `size-exceeded` error.
+    #[arg(long, env = "WASMGATE_MAX_FIELD_BYTES", default_value_t = 128 * 1024,
+          value_parser = number("WASMGATE_MAX_FIELD_BYTES", "bytes", 1024, 16 << 20), global = true)]
+    pub max_field_bytes: u64,
 
     /// Most headers a request may carry (431 past it).
     #[arg(long, env = "WASMGATE_MAX_HEADERS", default_value_t = 100,

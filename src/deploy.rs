@@ -21,12 +21,15 @@ use crate::runtime::bindings::{DeployMetadata, MetadataError};
 use crate::runtime::{LibraryModule, LoadError, LoadedModule, WasmEngine};
 
 /// Why a deploy or a rollback was refused or failed. Nothing went live.
+///
+/// The refusals carry their cause in their message and not as a `source`:
+/// printed with its chain (`{:#}`), a refusal says it once.
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
     #[error("refusing to deploy: {0}")]
-    Invalid(#[from] LoadError),
+    Invalid(LoadError),
     #[error("refusing to deploy: {0}")]
-    Metadata(#[from] MetadataError),
+    Metadata(MetadataError),
     #[error("refusing to deploy: part {part:?}: {error}")]
     Part { part: String, error: LoadError },
     #[error("refusing to deploy: {0}")]
@@ -57,6 +60,18 @@ pub enum DeployError {
         version: u64,
         source: TableError,
     },
+}
+
+impl From<LoadError> for DeployError {
+    fn from(error: LoadError) -> Self {
+        DeployError::Invalid(error)
+    }
+}
+
+impl From<MetadataError> for DeployError {
+    fn from(error: MetadataError) -> Self {
+        DeployError::Metadata(error)
+    }
 }
 
 /// What a deploy did.
@@ -278,6 +293,7 @@ impl Deployer {
         let artifact = self.store_artifact(&key, &loaded).await;
         let (mut spec, secrets) = metadata.into_stored(&part_keys);
         spec.precompiled.extend(artifact.clone());
+        spec.abi = Some(loaded.abi().to_string());
         let bindings = spec.bindings.iter().map(|b| b.label()).collect();
         let expected = live_of(self.table.as_ref(), route).await?;
         let version = self

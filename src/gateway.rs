@@ -19,11 +19,12 @@ use http::{HeaderValue, Request, Response};
 
 use crate::body::Body;
 use crate::error::GatewayError;
+use crate::kv::KvStore;
 use crate::modules::{CacheOutcome, ModuleCache, ModuleKey, ModuleStore};
 use crate::routes::{ChangeNote, LivePointer, Resolved, RouteCache, RouteTable, Split, TableError};
 use crate::runtime::bindings::{Binding, SecretRef, VersionSpec, environment};
 use crate::runtime::outbound::OutboundPolicy;
-use crate::runtime::{Grants, GuestError, Invocation, LoadedModule, WasmEngine};
+use crate::runtime::{Grants, GuestError, Invocation, KvGrants, LoadedModule, WasmEngine};
 use crate::secrets::{SECRET_TTL, SecretResolver};
 
 /// The header carrying the request id, read from the client and echoed back.
@@ -176,6 +177,7 @@ pub struct Gateway {
     limits: RequestLimits,
     emf: Option<crate::metrics::EmfSettings>,
     secrets: Arc<dyn SecretResolver>,
+    kv: Arc<dyn KvStore>,
     rollouts: crate::rollout::RolloutMonitor,
     engine: Arc<WasmEngine>,
     started: std::time::SystemTime,
@@ -185,6 +187,7 @@ impl Gateway {
     pub fn new(
         table: Arc<dyn RouteTable>,
         store: Arc<dyn ModuleStore>,
+        kv: Arc<dyn KvStore>,
         engine: Arc<WasmEngine>,
         secrets: Arc<dyn SecretResolver>,
         options: GatewayOptions,
@@ -205,6 +208,7 @@ impl Gateway {
             limits: options.limits,
             emf: options.emf,
             secrets,
+            kv,
             rollouts: Default::default(),
             engine,
             started: std::time::SystemTime::now(),
@@ -379,6 +383,7 @@ impl Gateway {
             https: info.https,
             route: pointer.route.to_string(),
             route_path: pointer.route.prefix().to_string(),
+            version: pointer.version,
             remote_addr: info.remote_addr.clone(),
             max_body_bytes: max_body,
         };
@@ -611,14 +616,23 @@ impl Gateway {
             .map_err(|e| GatewayError::Bindings(format!("{route}: {e}")))?;
         let outbound = OutboundPolicy::parse(&spec.allowed_outbound_hosts)
             .map_err(|e| GatewayError::Bindings(format!("{route}: {e}")))?;
+        let kv = KvGrants {
+            store: Some(self.kv.clone()),
+            namespaces: spec
+                .kv_namespaces()
+                .map(|(name, id)| (name.to_string(), id.to_string()))
+                .collect(),
+        };
         Ok((
             Arc::new(Deployment {
                 module,
                 grants: Grants {
+                    config: Arc::new(env.iter().cloned().collect()),
                     env,
                     modules,
                     outbound: Arc::new(outbound),
                     max_body_bytes: spec.max_body_bytes,
+                    kv: Arc::new(kv),
                 },
                 readied: Instant::now(),
             }),

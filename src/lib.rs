@@ -65,6 +65,7 @@ pub mod deploy;
 pub mod error;
 pub mod front;
 pub mod gateway;
+pub mod kv;
 pub mod logging;
 pub mod metrics;
 pub mod modules;

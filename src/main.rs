@@ -495,10 +495,14 @@ fn print_history(history: &RouteHistory) {
         );
         // Names and types only: secret values are never stored here.
         match VersionSpec::from_stored(&v.metadata) {
-            Ok(spec) if !spec.bindings.is_empty() => {
-                println!("           bindings: {}", spec.summary());
+            Ok(spec) => {
+                if let Some(abi) = &spec.abi {
+                    println!("           abi: {abi}");
+                }
+                if !spec.bindings.is_empty() {
+                    println!("           bindings: {}", spec.summary());
+                }
             }
-            Ok(_) => {}
             Err(error) => println!("           bindings: unreadable ({error})"),
         }
     }

@@ -289,6 +289,7 @@ mod tests {
                 max_concurrency: 8,
                 pooling: PoolingMode::Off,
                 precompiled: true,
+                max_field_bytes: 128 << 10,
             })
             .unwrap(),
         )
@@ -377,7 +378,7 @@ mod tests {
         let cache = ModuleCache::new(store.clone(), engine, 4);
         let (module, outcome) = cache.get(&key, &[record]).await.unwrap();
         assert_eq!(outcome, CacheOutcome::Miss);
-        assert_eq!(module.abi(), "wasi:http component");
+        assert_eq!(module.abi(), "wasi:http 0.2 component");
         assert_eq!(store.artifact_gets.load(Ordering::SeqCst), 1);
         assert_eq!(
             store.gets.load(Ordering::SeqCst),
@@ -401,7 +402,7 @@ mod tests {
 
         let cache = ModuleCache::new(store.clone(), engine, 4);
         let (module, _) = cache.get(&key, &[record]).await.unwrap();
-        assert_eq!(module.abi(), "wasi:http component");
+        assert_eq!(module.abi(), "wasi:http 0.2 component");
         assert_eq!(store.artifact_gets.load(Ordering::SeqCst), 1);
         assert_eq!(
             store.gets.load(Ordering::SeqCst),

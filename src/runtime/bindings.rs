@@ -9,7 +9,8 @@
 //!    {"type": "json",        "name": "CONFIG",   "json": {"retries": 3}},
 //!    {"type": "secret_text", "name": "API_KEY",  "text": "s3cr3t"},
 //!    {"type": "secret_text", "name": "DB_PASS",  "secret_ref": "ssm:/prod/db-pass"},
-//!    {"type": "wasm_module", "name": "isqrt",    "part": "wasmprogram"}]}
+//!    {"type": "wasm_module", "name": "isqrt",    "part": "wasmprogram"},
+//!    {"type": "kv_namespace", "name": "CACHE",   "namespace_id": "cache-prod"}]}
 //! ```
 //!
 //! (`body_part` is accepted as the older name of `main_module`.)
@@ -96,6 +97,8 @@ pub enum Binding {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         module: Option<String>,
     },
+    /// `wasi:keyvalue/store.open(name)` opens the namespace `namespace_id`.
+    KvNamespace { name: String, namespace_id: String },
 }
 
 impl Binding {
@@ -104,7 +107,8 @@ impl Binding {
             Binding::PlainText { name, .. }
             | Binding::Json { name, .. }
             | Binding::SecretText { name, .. }
-            | Binding::WasmModule { name, .. } => name,
+            | Binding::WasmModule { name, .. }
+            | Binding::KvNamespace { name, .. } => name,
         }
     }
 
@@ -119,6 +123,7 @@ impl Binding {
             Binding::Json { .. } => "json",
             Binding::SecretText { .. } => "secret_text",
             Binding::WasmModule { .. } => "wasm_module",
+            Binding::KvNamespace { .. } => "kv_namespace",
         }
     }
 }
@@ -251,7 +256,8 @@ impl DeployMetadata {
             }
             if value.get("type").is_none() {
                 return Err(fail(
-                    "has no `type` (plain_text, json, secret_text or wasm_module)".into(),
+                    "has no `type` (plain_text, json, secret_text, wasm_module or kv_namespace)"
+                        .into(),
                 ));
             }
             let binding: Binding =
@@ -350,6 +356,7 @@ impl DeployMetadata {
                 allowed_outbound_hosts: self.allowed_outbound_hosts,
                 max_body_bytes: self.max_body_bytes,
                 precompiled: Vec::new(),
+                abi: None,
             },
             secrets,
         )
@@ -371,6 +378,10 @@ fn check_binding(binding: &Binding) -> Result<(), String> {
             if part.is_empty() {
                 return Err("has an empty `part`".into());
             }
+        }
+        Binding::KvNamespace { namespace_id, .. } => {
+            check_store_name(name)?;
+            check_namespace_id(namespace_id)?;
         }
         _ => check_env_name(name)?,
     }
@@ -395,7 +406,7 @@ fn check_binding(binding: &Binding) -> Result<(), String> {
                 0
             }
         },
-        Binding::WasmModule { .. } => 0,
+        Binding::WasmModule { .. } | Binding::KvNamespace { .. } => 0,
     };
     if value_len > MAX_BINDING_VALUE {
         return Err(format!(
@@ -409,6 +420,32 @@ fn check_binding(binding: &Binding) -> Result<(), String> {
         && text.contains('\0')
     {
         return Err("its text contains a NUL character, which an environment cannot hold".into());
+    }
+    Ok(())
+}
+
+/// The name a guest opens a key-value store by: 1-128 printable ASCII
+/// characters.
+fn check_store_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 128 || !name.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "{name:?} is not a usable store name (1-128 printable ASCII characters, no spaces)"
+        ));
+    }
+    Ok(())
+}
+
+/// A key-value namespace id: 1-128 of `A-Z a-z 0-9 . _ -`.
+fn check_namespace_id(id: &str) -> Result<(), String> {
+    let valid = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if !valid {
+        return Err(format!(
+            "namespace_id {id:?} must be 1-128 characters of letters, digits, `.`, `_` and `-`"
+        ));
     }
     Ok(())
 }
@@ -501,6 +538,10 @@ pub struct VersionSpec {
     /// only: deploy metadata cannot set it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub precompiled: Vec<crate::modules::Precompiled>,
+    /// What the deploy found the main module to be (`wasi:http 0.3
+    /// component`, ...), for the history. Written by wasmgate only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abi: Option<String>,
 }
 
 impl VersionSpec {
@@ -546,6 +587,16 @@ impl VersionSpec {
             .collect()
     }
 
+    /// The key-value namespaces: (store name, namespace id).
+    pub fn kv_namespaces(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.bindings.iter().filter_map(|b| match b {
+            Binding::KvNamespace { name, namespace_id } => {
+                Some((name.as_str(), namespace_id.as_str()))
+            }
+            _ => None,
+        })
+    }
+
     /// A one-line summary for `history`: binding names and types, no values.
     pub fn summary(&self) -> String {
         self.bindings
@@ -585,7 +636,7 @@ pub fn environment(
                 .get(name)
                 .cloned()
                 .ok_or_else(|| format!("secret {name:?} ({reference}) was not resolved"))?,
-            Binding::WasmModule { .. } => continue,
+            Binding::WasmModule { .. } | Binding::KvNamespace { .. } => continue,
         };
         env.push((binding.name().to_string(), value));
     }
@@ -656,8 +707,20 @@ mod tests {
     fn refuses_each_bad_binding_with_a_clear_message() {
         let cases = [
             (
-                r#"{"bindings": [{"type": "kv_namespace", "name": "A"}]}"#,
+                r#"{"bindings": [{"type": "r2_bucket", "name": "A"}]}"#,
                 "unknown variant",
+            ),
+            (
+                r#"{"bindings": [{"type": "kv_namespace", "name": "A"}]}"#,
+                "missing field `namespace_id`",
+            ),
+            (
+                r#"{"bindings": [{"type": "kv_namespace", "name": "A", "namespace_id": "kv#x"}]}"#,
+                "namespace_id \"kv#x\" must be",
+            ),
+            (
+                r#"{"bindings": [{"type": "kv_namespace", "name": "my store", "namespace_id": "x"}]}"#,
+                "not a usable store name",
             ),
             (
                 r#"{"bindings": [{"type": "plain_text", "name": "A"}]}"#,

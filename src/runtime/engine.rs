@@ -32,6 +32,9 @@ pub struct RuntimeLimits {
     /// Whether deploys store a precompiled artifact beside each module, and
     /// servers load it instead of compiling (`WASMGATE_PRECOMPILED`).
     pub precompiled: bool,
+    /// wasi:http's limit on one set of fields (headers or trailers), in
+    /// bytes of their in-memory form (`WASMGATE_MAX_FIELD_BYTES`).
+    pub max_field_bytes: usize,
 }
 
 /// Use of wasmtime's pooling instance allocator.
@@ -84,10 +87,7 @@ impl WasmEngine {
             }
         };
         let artifact_id = limits.precompiled.then(|| artifact_id(&engine));
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(wasmtime_error)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
-            .map_err(wasmtime_error)?;
+        let linker = component_linker(&engine).map_err(wasmtime_error)?;
         let mut p1_linker = wasmtime::Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut p1_linker, |state: &mut WagiState| {
             &mut state.wasi
@@ -164,6 +164,22 @@ impl WasmEngine {
         });
         store
     }
+}
+
+/// Every interface a component may import, WASI 0.2 and 0.3 side by side
+/// (a component links against the ones it names): wasi:cli, clocks,
+/// random, io, filesystem and sockets (with nothing granted: no preopens,
+/// no network), wasi:http (outbound through the allow-list),
+/// `wasi:config/store` and `wasi:keyvalue`.
+fn component_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+    wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
+    super::wasi_config::add_to_linker(&mut linker, HostState::config)?;
+    super::wasi_keyvalue::add_to_linker(&mut linker, HostState::keyvalue)?;
+    Ok(linker)
 }
 
 /// Store state that carries the per-instance memory limiter.
@@ -261,6 +277,8 @@ fn artifact_id(engine: &Engine) -> String {
 fn base_config() -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
+    // WASI 0.3 (`wasi:http/handler@0.3.0`): async lifts, streams, futures.
+    config.wasm_component_model_async(true);
     config.epoch_interruption(true);
     config
 }
@@ -362,6 +380,7 @@ mod tests {
             max_concurrency: 4,
             pooling,
             precompiled: true,
+            max_field_bytes: 128 << 10,
         })
         .unwrap()
     }

@@ -14,7 +14,10 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
+use super::Grants;
 use super::outbound::OutboundPolicy;
+use super::wasi_config::{ConfigValues, ConfigView};
+use super::wasi_keyvalue::{KvGrants, KvView};
 
 /// What one guest instance may do, fixed before it starts.
 pub struct HostState {
@@ -22,36 +25,54 @@ pub struct HostState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     hooks: OutboundHooks,
+    config: ConfigValues,
+    kv: Arc<KvGrants>,
     pub(crate) limiter: MemoryLimiter,
 }
 
 impl HostState {
-    /// A guest context with nothing granted but `env` (the version's
-    /// bindings) and the wasi:http requests `outbound` allows: no host
+    /// A guest context with nothing granted but what `grants` holds (the
+    /// version's bindings as environment and `wasi:config`, its key-value
+    /// namespaces, the wasi:http requests its allow-list lets out): no host
     /// environment, no preopened directories, no sockets, stdin closed,
     /// stdout and stderr going to the log tagged with `request_id`.
     pub fn new(
         request_id: &str,
         memory_limit: usize,
-        env: &[(String, String)],
-        outbound: Arc<OutboundPolicy>,
+        field_size_limit: usize,
+        grants: &Grants,
     ) -> Self {
         let mut wasi = WasiCtx::builder();
-        wasi.envs(env)
+        wasi.envs(&grants.env)
             .stdout(GuestLog::new(request_id, "stdout"))
             .stderr(GuestLog::new(request_id, "stderr"))
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(field_size_limit);
         HostState {
             table: ResourceTable::new(),
             wasi: wasi.build(),
-            http: WasiHttpCtx::new(),
+            http,
             hooks: OutboundHooks {
-                policy: outbound,
+                policy: grants.outbound.clone(),
                 request_id: request_id.to_string(),
             },
+            config: grants.config.clone(),
+            kv: grants.kv.clone(),
             limiter: MemoryLimiter::new(memory_limit),
+        }
+    }
+
+    pub(crate) fn config(&mut self) -> ConfigView<'_> {
+        ConfigView(&self.config)
+    }
+
+    pub(crate) fn keyvalue(&mut self) -> KvView<'_> {
+        KvView {
+            grants: &self.kv,
+            table: &mut self.table,
         }
     }
 }
@@ -120,6 +141,16 @@ impl WasiHttpHooks for OutboundHooks {
                 allowed = %self.policy,
                 "guest outbound HTTP request denied: not in the version's allowed_outbound_hosts"
             );
+            // The guest may still be writing the request's body (wstd and
+            // most clients write it before they wait for the answer): read
+            // it to its end and drop it, so those writes succeed and the
+            // guest learns of the denial from the answer, as
+            // `HTTP-request-denied`, not from a body stream cut under it.
+            let mut body = request.into_body();
+            tokio::spawn(async move {
+                use http_body_util::BodyExt;
+                while let Some(Ok(_)) = body.frame().await {}
+            });
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
         crate::metrics::METRICS.outbound(true);

@@ -16,14 +16,18 @@ mod engine;
 mod host;
 pub mod outbound;
 mod wagi;
+mod wasi_config;
 mod wasi_http;
+mod wasi_keyvalue;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use engine::{EPOCH_TICK, PoolingMode, RuntimeLimits, WasmEngine};
 pub use wagi::{LibraryModule, MAX_WAGI_OUTPUT, WagiModule, parse_cgi};
+pub use wasi_config::ConfigValues;
 pub use wasi_http::HttpComponent;
+pub use wasi_keyvalue::KvGrants;
 
 use wasmtime::component::Component;
 use wasmtime::{Engine, Precompiled};
@@ -31,12 +35,18 @@ use wasmtime::{Engine, Precompiled};
 use crate::body::Body;
 
 /// The guest ABIs wasmgate runs, as named in error messages.
-pub const ACCEPTED_EXPORTS: &str = "a component exporting wasi:http/incoming-handler (0.2.x), as built for `wasmtime serve`, \
+pub const ACCEPTED_EXPORTS: &str = "a component exporting wasi:http/incoming-handler (WASI 0.2.x) or wasi:http/handler (WASI 0.3.x), as built for `wasmtime serve`, \
      or a WASI preview1 core module exporting `_start` (run as a WAGI/CGI script)";
+
+/// What a component may import, as named in error messages.
+pub const PROVIDED_IMPORTS: &str = "wasi:http, wasi:cli, wasi:clocks, wasi:random, wasi:io, \
+     wasi:filesystem and wasi:sockets (0.2.x and 0.3.x; no files or sockets are granted), \
+     wasi:config/store (0.2.0-rc.1, 0.2.0-draft-2024-09-27) and wasi:keyvalue (0.2.0-draft)";
 
 /// A module compiled and linked, ready to instantiate per request.
 pub enum LoadedModule {
-    /// A wasi:http 0.2 component (`wasi:http/incoming-handler`).
+    /// A wasi:http component: 0.2 (`wasi:http/incoming-handler`) or 0.3
+    /// (`wasi:http/handler`).
     WasiHttp(HttpComponent),
     /// A WASI preview1 command module (`_start`), run as a CGI script.
     Wagi(WagiModule),
@@ -46,7 +56,7 @@ impl LoadedModule {
     /// The ABI, for logs and deploy output.
     pub fn abi(&self) -> &'static str {
         match self {
-            LoadedModule::WasiHttp(_) => "wasi:http component",
+            LoadedModule::WasiHttp(component) => component.abi(),
             LoadedModule::Wagi(_) => "WAGI module",
         }
     }
@@ -106,6 +116,10 @@ pub struct Grants {
     pub outbound: Arc<outbound::OutboundPolicy>,
     /// The version's own request body limit, if it sets one.
     pub max_body_bytes: Option<u64>,
+    /// What `wasi:config/store` answers: the same values as `env`.
+    pub config: ConfigValues,
+    /// The key-value namespaces `wasi:keyvalue` opens.
+    pub kv: Arc<KvGrants>,
 }
 
 /// Per-request facts the runtime needs.
@@ -122,6 +136,9 @@ pub struct Invocation {
     /// The matched route (`host/path` or `/path`), and its path part.
     pub route: String,
     pub route_path: String,
+    /// The version being served (a rollout's candidate when it got the
+    /// request); `None` for a pointer set by hand without one.
+    pub version: Option<u64>,
     /// The client's address, as the front knows it.
     pub remote_addr: Option<String>,
     /// The request body limit that applies (a WAGI module's stdin is
@@ -140,8 +157,12 @@ pub enum LoadError {
     Unsupported { found: String },
     #[error("the module does not compile: {0}")]
     Compile(String),
-    #[error("the component imports something wasmgate does not provide: {0}")]
+    #[error("the component does not link: {0}")]
     Link(String),
+    #[error(
+        "this component imports {import}, which wasmgate does not provide ({detail}); wasmgate provides {PROVIDED_IMPORTS}"
+    )]
+    Import { import: String, detail: String },
 }
 
 /// How a guest run failed. Each maps to one HTTP status in `error.rs`.

@@ -590,7 +590,7 @@ fn split_host_port(host: &str) -> (&str, Option<&str>) {
 /// client wrote it) and PATH_INFO (the rest), by path segments: the route
 /// `/api` on `/api/users/7` gives (`/api`, `/users/7`); the route `/` gives
 /// (``, the whole path).
-fn split_path(path: &str, route_path: &str) -> (String, String) {
+pub(super) fn split_path(path: &str, route_path: &str) -> (String, String) {
     let prefix_segments = route_path.split('/').filter(|s| !s.is_empty()).count();
     if prefix_segments == 0 {
         return (String::new(), path.to_string());

@@ -1,7 +1,12 @@
-//! The wasi:http executor: a component exporting
-//! `wasi:http/incoming-handler`, run as `wasmtime serve` runs it, one fresh
-//! instance per request, with its response body streamed back as the guest
-//! writes it.
+//! The wasi:http executors: a component exporting
+//! `wasi:http/incoming-handler@0.2.x` (WASI 0.2) or `wasi:http/handler@0.3.x`
+//! (WASI 0.3), recognised by that export and run one fresh instance per
+//! request, with its response body streamed back as the guest writes it.
+//!
+//! A 0.3 guest runs inside its store's event loop (`run_concurrent`): its
+//! body streams, and any work it does after returning the response, move
+//! only while that loop is polled, so the guest task keeps polling it until
+//! the guest has no task left (or the deadline passes).
 
 use std::future::Future as _;
 use std::pin::Pin;
@@ -17,14 +22,103 @@ use wasmtime::component::Component;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p3::bindings::ServicePre;
 
 use super::host::HostState;
 use super::{Grants, GuestError, Invocation, LoadError, WasmEngine};
 use crate::body::{Body, BoxError};
 
+/// The export a WASI 0.2 HTTP component has.
+const P2_EXPORT: &str = "wasi:http/incoming-handler@0.2";
+/// The export a WASI 0.3 HTTP component has.
+const P3_EXPORT: &str = "wasi:http/handler@0.3";
+
 /// A compiled wasi:http component, pre-instantiated against wasmgate's linker.
 pub struct HttpComponent {
-    pre: ProxyPre<HostState>,
+    pre: Pre,
+}
+
+enum Pre {
+    P2(ProxyPre<HostState>),
+    P3(ServicePre<HostState>),
+}
+
+/// The guest task: how the instance ended (a 504 or 5xx is made from it).
+type GuestTask = tokio::task::JoinHandle<Result<(), GuestError>>;
+
+/// The request headers wasmgate sets for a component, which Spin SDK
+/// routers and apps read (taken off the request first when a client sent
+/// them, like every other `spin-*` or `x-wasmgate-*` header).
+pub const ROUTE_HEADERS: [&str; 7] = [
+    "spin-full-url",
+    "spin-path-info",
+    "spin-matched-route",
+    "spin-base-path",
+    "spin-client-addr",
+    "x-wasmgate-route",
+    "x-wasmgate-version",
+];
+
+/// Sets the route headers on `request` (see [`ROUTE_HEADERS`]).
+fn set_route_headers(request: &mut http::Request<Body>, invocation: &Invocation) {
+    use http::HeaderValue;
+    let headers = request.headers_mut();
+    let forged: Vec<http::HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let name = name.as_str();
+            name.starts_with("spin-") || name.starts_with("x-wasmgate-")
+        })
+        .cloned()
+        .collect();
+    for name in forged {
+        headers.remove(name);
+    }
+    let uri = request.uri();
+    let host = uri
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            request
+                .headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    let scheme = if invocation.https { "https" } else { "http" };
+    let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
+    let (_, path_info) = super::wagi::split_path(uri.path(), &invocation.route_path);
+    let path_info = if path_info.is_empty() {
+        "/".to_string()
+    } else {
+        path_info
+    };
+    let wildcard = match invocation.route_path.as_str() {
+        "/" => "/...".to_string(),
+        prefix => format!("{prefix}/..."),
+    };
+    let values = [
+        format!("{scheme}://{host}{path_and_query}"),
+        path_info,
+        wildcard,
+        invocation.route_path.clone(),
+        invocation.remote_addr.clone().unwrap_or_default(),
+        invocation.route.clone(),
+        invocation
+            .version
+            .map(|v| v.to_string())
+            .unwrap_or_default(),
+    ];
+    let headers = request.headers_mut();
+    for (name, value) in ROUTE_HEADERS.iter().zip(values) {
+        if value.is_empty() {
+            continue;
+        }
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(*name, value);
+        }
+    }
 }
 
 impl HttpComponent {
@@ -34,25 +128,68 @@ impl HttpComponent {
         Self::link(engine, component)
     }
 
-    /// Links a compiled (or deserialized) component.
+    /// Links a compiled (or deserialized) component: first what it exports
+    /// (so a component that is no HTTP handler is told so, whatever it
+    /// imports), then what it imports.
     pub(super) fn link(engine: &WasmEngine, component: Component) -> Result<Self, LoadError> {
+        let exports: Vec<String> = component
+            .component_type()
+            .exports(engine.engine())
+            .map(|(name, _)| name.to_string())
+            .collect();
+        let p3 = if exports.iter().any(|name| name.starts_with(P2_EXPORT)) {
+            false
+        } else if exports.iter().any(|name| name.starts_with(P3_EXPORT)) {
+            true
+        } else {
+            let found = if exports.is_empty() {
+                "this component exports nothing".to_string()
+            } else {
+                format!(
+                    "this component exports {}, not wasi:http/incoming-handler (0.2.x) or wasi:http/handler (0.3.x)",
+                    exports.join(", ")
+                )
+            };
+            return Err(LoadError::Unsupported { found });
+        };
         let instance_pre = engine
             .linker
             .instantiate_pre(&component)
-            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
-        let pre = ProxyPre::new(instance_pre).map_err(|_| LoadError::Unsupported {
-            found: "this component does not export wasi:http/incoming-handler (0.2.x)".into(),
-        })?;
+            .map_err(link_error)?;
+        let unsupported = |export: &str| LoadError::Unsupported {
+            found: format!(
+                "this component exports {export} in a version or shape wasmgate does not run"
+            ),
+        };
+        let pre = if p3 {
+            Pre::P3(ServicePre::new(instance_pre).map_err(|_| unsupported("wasi:http/handler"))?)
+        } else {
+            Pre::P2(
+                ProxyPre::new(instance_pre)
+                    .map_err(|_| unsupported("wasi:http/incoming-handler"))?,
+            )
+        };
         Ok(HttpComponent { pre })
+    }
+
+    /// Which WASI the component speaks, for logs and deploy output.
+    pub fn abi(&self) -> &'static str {
+        match self.pre {
+            Pre::P2(_) => "wasi:http 0.2 component",
+            Pre::P3(_) => "wasi:http 0.3 component",
+        }
+    }
+
+    fn component(&self) -> &Component {
+        match &self.pre {
+            Pre::P2(pre) => pre.instance_pre().component(),
+            Pre::P3(pre) => pre.instance_pre().component(),
+        }
     }
 
     /// The compiled component, as `Component::deserialize` takes it back.
     pub(super) fn serialize(&self) -> Result<Vec<u8>, String> {
-        self.pre
-            .instance_pre()
-            .component()
-            .serialize()
-            .map_err(|e| format!("{e:#}"))
+        self.component().serialize().map_err(|e| format!("{e:#}"))
     }
 
     /// Instantiates the component in a fresh store and hands it `request`.
@@ -68,51 +205,25 @@ impl HttpComponent {
         let permit = tokio::time::timeout_at(invocation.deadline.into(), engine.acquire_slot())
             .await
             .map_err(|_| GuestError::Busy(engine.limits().max_concurrency))?;
+        let limits = engine.limits();
         let state = HostState::new(
             &invocation.request_id,
-            engine.limits().memory_limit_bytes,
-            &grants.env,
-            grants.outbound.clone(),
+            limits.memory_limit_bytes,
+            limits.max_field_bytes,
+            grants,
         );
         let mut store = engine.new_store(state, invocation.deadline);
         let memory_hit = store.data().limiter.hit_flag();
-        let memory_limit = engine.limits().memory_limit_bytes;
+        let memory_limit = limits.memory_limit_bytes;
         let budget = invocation.budget;
-
-        let scheme = if invocation.https {
-            Scheme::Https
-        } else {
-            Scheme::Http
-        };
+        let deadline = invocation.deadline;
+        let mut request = request;
+        set_route_headers(&mut request, invocation);
         let request = request.map(|body| {
             body.map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(e.to_string())))
         });
-        let (sender, receiver) = tokio::sync::oneshot::channel();
-        let (req, out) = {
-            let mut view = store.data_mut().http();
-            let req = view
-                .new_incoming_request(scheme, request)
-                .map_err(|e| GuestError::BadRequest(format!("{e:#}")))?;
-            let out = view
-                .new_response_outparam(sender)
-                .map_err(|e| GuestError::ErrorCode(format!("{e:#}")))?;
-            (req, out)
-        };
-
-        let pre = self.pre.clone();
-        let deadline = invocation.deadline;
-        // The guest runs in its own task so it can keep writing the body
-        // after the response head has gone out.
-        let task = tokio::spawn(async move {
-            let _permit = permit;
-            let run = async {
-                let proxy = pre.instantiate_async(&mut store).await?;
-                proxy
-                    .wasi_http_incoming_handler()
-                    .call_handle(&mut store, req, out)
-                    .await
-            };
-            match tokio::time::timeout_at(deadline.into(), run).await {
+        let outcome =
+            move |result: Result<wasmtime::Result<()>, tokio::time::error::Elapsed>| match result {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(error)) => Err(classify(
                     error,
@@ -121,11 +232,95 @@ impl HttpComponent {
                     budget,
                 )),
                 Err(_elapsed) => Err(GuestError::Timeout(budget)),
-            }
-        });
+            };
 
-        match receiver.await {
-            Ok(Ok(response)) => {
+        let (response, task) = match &self.pre {
+            Pre::P2(pre) => {
+                let scheme = if invocation.https {
+                    Scheme::Https
+                } else {
+                    Scheme::Http
+                };
+                let (sender, receiver) = tokio::sync::oneshot::channel();
+                let (req, out) = {
+                    let mut view = store.data_mut().http();
+                    let req = view
+                        .new_incoming_request(scheme, request)
+                        .map_err(|e| GuestError::BadRequest(format!("{e:#}")))?;
+                    let out = view
+                        .new_response_outparam(sender)
+                        .map_err(|e| GuestError::ErrorCode(format!("{e:#}")))?;
+                    (req, out)
+                };
+                let pre = pre.clone();
+                // The guest runs in its own task so it can keep writing the
+                // body after the response head has gone out.
+                let task = tokio::spawn(async move {
+                    let _permit = permit;
+                    let run = async {
+                        let proxy = pre.instantiate_async(&mut store).await?;
+                        proxy
+                            .wasi_http_incoming_handler()
+                            .call_handle(&mut store, req, out)
+                            .await
+                    };
+                    outcome(tokio::time::timeout_at(deadline.into(), run).await)
+                });
+                let response = match receiver.await {
+                    Ok(Ok(response)) => Ok(response),
+                    Ok(Err(code)) => Err(GuestError::ErrorCode(format!("{code:?}"))),
+                    Err(_) => Err(GuestError::NoResponse),
+                };
+                (response, task)
+            }
+            Pre::P3(pre) => {
+                let (sender, receiver) = tokio::sync::oneshot::channel();
+                let pre = pre.clone();
+                let task = tokio::spawn(async move {
+                    let _permit = permit;
+                    let run = async {
+                        let service = pre.instantiate_async(&mut store).await?;
+                        store
+                            .run_concurrent(async move |accessor| {
+                                // The incoming request's headers are checked
+                                // with wasi:http's default rules (the hooks
+                                // only govern what the guest sends).
+                                let (request, request_io) =
+                                    wasmtime_wasi_http::p3::Request::from_http(
+                                        wasmtime_wasi_http::default_hooks(),
+                                        request,
+                                    );
+                                let response = match service.handle(accessor, request).await? {
+                                    Ok(response) => response,
+                                    Err(code) => {
+                                        _ = sender.send(Err(format!("{code:?}")));
+                                        return Ok(());
+                                    }
+                                };
+                                let response = accessor.with(|mut access| {
+                                    response.into_http(&mut access, request_io)
+                                })?;
+                                _ = sender.send(Ok(response));
+                                // Keep the event loop turning while the guest
+                                // streams its body or finishes other work.
+                                std::future::poll_fn(|cx| accessor.poll_no_interesting_tasks(cx))
+                                    .await;
+                                wasmtime::Result::<()>::Ok(())
+                            })
+                            .await?
+                    };
+                    outcome(tokio::time::timeout_at(deadline.into(), run).await)
+                });
+                let response = match receiver.await {
+                    Ok(Ok(response)) => Ok(response),
+                    Ok(Err(code)) => Err(GuestError::ErrorCode(code)),
+                    Err(_) => Err(GuestError::NoResponse),
+                };
+                (response, task)
+            }
+        };
+        match response {
+            Ok(response) => {
                 let request_id = invocation.request_id.clone();
                 Ok(response.map(|body| {
                     GuestBody {
@@ -136,14 +331,40 @@ impl HttpComponent {
                     .boxed_unsync()
                 }))
             }
-            Ok(Err(code)) => Err(GuestError::ErrorCode(format!("{code:?}"))),
-            // The guest dropped the outparam: the task says why.
-            Err(_) => match task.await {
+            // No response: the task says why (a trap, the deadline), else
+            // the guest returned without one.
+            Err(GuestError::NoResponse) => match task.await {
                 Ok(Ok(())) => Err(GuestError::NoResponse),
                 Ok(Err(error)) => Err(error),
                 Err(join) => Err(GuestError::Trap(format!("the guest task failed: {join}"))),
             },
+            Err(error) => Err(error),
         }
+    }
+}
+
+/// A link failure, naming the import nothing provides.
+fn link_error(error: wasmtime::Error) -> LoadError {
+    let text = format!("{error:#}");
+    // wasmtime: "component imports instance `NAME`, but a matching
+    // implementation was not found in the linker: CAUSE"
+    let named = text.strip_prefix("component imports ").and_then(|rest| {
+        let (kind, rest) = rest.split_once(" `")?;
+        let (name, rest) = rest.split_once('`')?;
+        let cause = rest
+            .split_once("linker: ")
+            .map(|(_, cause)| cause.to_string());
+        Some((kind.to_string(), name.to_string(), cause))
+    });
+    match named {
+        Some((kind, name, cause)) => LoadError::Import {
+            import: name,
+            detail: match cause {
+                Some(cause) if !cause.is_empty() => format!("{kind}: {cause}"),
+                _ => kind,
+            },
+        },
+        None => LoadError::Link(text),
     }
 }
 
@@ -153,7 +374,7 @@ impl HttpComponent {
 /// never look complete.
 struct GuestBody {
     inner: Body,
-    task: Option<tokio::task::JoinHandle<Result<(), GuestError>>>,
+    task: Option<GuestTask>,
     request_id: String,
 }
 

@@ -146,7 +146,7 @@ async fn a_component_sees_its_bindings_and_nothing_of_the_host() {
         .deploy_with("/probe", PROBE, metadata, &[])
         .await
         .expect("deploy");
-    assert_eq!(report.abi, "wasi:http component");
+    assert_eq!(report.abi, "wasi:http 0.2 component");
 
     let env = server.get("/probe/env").await;
     assert_eq!(env.status, 200);

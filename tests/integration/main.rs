@@ -8,6 +8,7 @@ mod aws;
 mod bindings;
 mod cli;
 mod common;
+mod ecosystem;
 mod faults;
 mod fuzz;
 mod hardening;

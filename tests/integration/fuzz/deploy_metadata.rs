@@ -176,6 +176,16 @@ fn check_accepted(meta: &DeployMetadata) -> Result<(), TestCaseError> {
                 prop_assert!(module.is_none());
                 continue;
             }
+            Binding::KvNamespace { name, namespace_id } => {
+                prop_assert!(!name.is_empty() && name.len() <= 128);
+                prop_assert!(
+                    !namespace_id.is_empty()
+                        && namespace_id.len() <= 128
+                        && !namespace_id.contains('#'),
+                    "{namespace_id:?}"
+                );
+                continue;
+            }
         };
         let name = binding.name();
         prop_assert!(
