@@ -11,6 +11,8 @@ WASI_CXX ?= clang++
 WASI_SYSROOT ?=
 WASI_CFLAGS := --target=wasm32-wasi -O2 -s $(if $(WASI_SYSROOT),--sysroot=$(WASI_SYSROOT))
 NPM ?= npm
+# Go 1.21+ for GOOS=wasip1 (Debian bookworm: golang-1.23-go from backports).
+GO ?= $(firstword $(wildcard /usr/lib/go-1.23/bin/go) go)
 
 .PHONY: all build demo soak bench test fuzz lint check-features check-features-all iac-check lambda-zip ci examples fixtures clean-demo help
 
@@ -25,7 +27,7 @@ help:
 	@echo "make lint      cargo fmt --check and clippy -D warnings"
 	@echo "make iac-check cfn-lint, sam validate --lint, checkov, terraform fmt on template.yaml, infra/, Dockerfile"
 	@echo "make lambda-zip  the arm64 Lambda bootstrap zip (target/lambda/wasmgate/bootstrap.zip)"
-	@echo "make examples  rebuild examples/*.wasm (needs: rustup target add $(GUEST_TARGET), clang + wasi-libc, npm)"
+	@echo "make examples  rebuild examples/*.wasm (needs: rustup target add $(GUEST_TARGET), clang + wasi-libc, npm, python3, Go 1.21+)"
 	@echo "make fixtures  rebuild tests/fixtures/*.wasm: probes (wasip2, wasip3), a wstd and a Spin SDK 7 guest (needs: rustup target add $(GUEST_TARGET) $(WAGI_TARGET))"
 
 build:
@@ -120,8 +122,10 @@ ci: lint check-features iac-check test
 
 # Guest sources are separate projects: cargo projects built for
 # wasm32-wasip2 (components) or wasm32-wasip1 (WAGI modules), C built with
-# clang + wasi-libc, JS with componentize-js from npm. The built .wasm files
-# are committed so the host build and CI never need these toolchains.
+# clang + wasi-libc, JS with componentize-js from npm, Python with
+# componentize-py from PyPI (into examples/hello-python/.venv), Go with
+# GOOS=wasip1. The built .wasm files are committed (except Python's 18 MB
+# one) so the host build and CI never need these toolchains.
 examples:
 	cd examples/hello-rust && $(CARGO) build --release --target $(GUEST_TARGET)
 	cp examples/hello-rust/target/$(GUEST_TARGET)/release/hello_rust.wasm examples/hello-rust/hello.wasm
@@ -129,6 +133,8 @@ examples:
 	$(WASI_CXX) --target=wasm32 -nostdlib -O2 -Wl,--no-entry -Wl,--export=_Z7Q_rsqrtf -o examples/isqrt/isqrt.wasm examples/isqrt/isqrt.cc
 	$(WASI_CC) $(WASI_CFLAGS) -o examples/isqrt/main.wasm examples/isqrt/main.c
 	cd examples/hello-js && $(NPM) install --no-audit --no-fund && $(NPM) run build
+	$(MAKE) -C examples/hello-python
+	$(MAKE) -C examples/wagi-go GO=$(GO)
 
 fixtures:
 	cd tests/guests/probe && $(CARGO) build --release --target $(GUEST_TARGET)

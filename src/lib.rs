@@ -18,12 +18,13 @@
 //!   runtime: fresh wasmtime instance per request ──▶ http::Response<Body> (streamed)
 //! ```
 //!
-//! Two guest kinds run, recognised by their exports: wasi:http components
-//! ([`runtime::HttpComponent`]) and WAGI modules, WASI preview1 commands run
-//! as CGI scripts ([`runtime::WagiModule`]). A version may carry bindings
-//! ([`runtime::bindings`]): environment variables (plain, JSON, secret) and
-//! modules linked to a WAGI module's imports; secrets by reference are read
-//! by [`secrets`].
+//! Two guest kinds run, recognised by their exports: wasi:http components,
+//! WASI 0.2 or 0.3 ([`runtime::HttpComponent`]), and WAGI modules, WASI
+//! preview1 commands run as CGI scripts ([`runtime::WagiModule`]). A version
+//! may carry bindings ([`runtime::bindings`]): settings (plain, JSON, secret)
+//! a guest reads from its environment or `wasi:config`, modules linked to a
+//! WAGI module's imports, and `wasi:keyvalue` namespaces ([`kv`]); secrets
+//! by reference are read by [`secrets`].
 //!
 //! Deploys are immutable: bytes are stored at
 //! `application/wasm/{len}b/sha256-{hex}.wasm` and a deploy or rollback is a
@@ -50,6 +51,8 @@
 //! | `WASMGATE_LAMBDA_INVOKE_MODE` | `buffered` | Lambda: `buffered` or `response-stream` |
 //! | `WASMGATE_MAX_BODY_BYTES` | `10485760` | largest request body (413); a version's `max_body_bytes` overrides it |
 //! | `WASMGATE_MAX_HEADER_BYTES`, `WASMGATE_MAX_HEADERS` | `32768`, `100` | header limits (431) |
+//! | `WASMGATE_MAX_FIELD_BYTES` | `131072` | wasi:http's per-fields limit inside a component |
+//! | `WASMGATE_KV_TABLE` | the route table | with `aws`: the DynamoDB table of `wasi:keyvalue` data ([`kv`]) |
 //! | `WASMGATE_STALE_MAX_MS` | `300000` | how long cached routes and versions serve while a backend is down |
 //! | `WASMGATE_BACKEND_TIMEOUT_MS` | `1000` | per-attempt timeout of route and secret reads |
 //! | `WASMGATE_METRICS_NAMESPACE` | `wasmgate` | CloudWatch namespace of the EMF lines (Lambda) |

@@ -53,6 +53,26 @@ data "aws_iam_policy_document" "server" {
     resources = [aws_dynamodb_table.routes.arn]
   }
 
+  # wasi:keyvalue data lives in the route table under kv#{namespace}
+  # partitions: the guests' reads and writes reach those items only.
+  statement {
+    sid = "GuestKeyValue"
+    actions = [
+      "dynamodb:GetItem",
+      "dynamodb:PutItem",
+      "dynamodb:UpdateItem",
+      "dynamodb:DeleteItem",
+      "dynamodb:Query",
+    ]
+    resources = [aws_dynamodb_table.routes.arn]
+
+    condition {
+      test     = "ForAllValues:StringLike"
+      variable = "dynamodb:LeadingKeys"
+      values   = ["kv#*"]
+    }
+  }
+
   # secret_ref bindings: only the secrets and parameters in var.secret_arns.
   dynamic "statement" {
     for_each = length(var.secret_arns) > 0 ? [var.secret_arns] : []

@@ -526,3 +526,50 @@ async fn keyvalue_on_dynamodb_isolates_namespaces_and_increments_add_up_across_s
         "120"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_go_and_javascript_examples_deploy_and_answer() {
+    // Built by outsiders' toolchains: Go 1.23 (GOOS=wasip1) and
+    // componentize-js 0.23 (StarlingMonkey).
+    let go = include_bytes!("../../examples/wagi-go/hello.wasm");
+    let js = include_bytes!("../../examples/hello-js/hello.wasm");
+    let server = TestServer::start().await;
+    let metadata = r#"{"bindings": [{"type": "plain_text", "name": "GREETING", "text": "hi"}]}"#;
+    assert_eq!(
+        server
+            .deploy_with("/go", go, metadata, &[])
+            .await
+            .unwrap()
+            .abi,
+        "WAGI module"
+    );
+    let reply = server
+        .request("POST", "/go/items/7?q=1", &[], b"ping")
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let text = reply.text();
+    assert!(text.contains("hello from Go POST /items/7"), "{text}");
+    assert!(
+        text.contains("query: q=1") && text.contains("greeting: hi"),
+        "{text}"
+    );
+    assert!(text.contains("body (4 bytes): ping"), "{text}");
+
+    assert_eq!(
+        server
+            .deploy_with("/js", js, metadata, &[])
+            .await
+            .unwrap()
+            .abi,
+        "wasi:http 0.2 component"
+    );
+    let reply = server.get("/js").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(
+        reply.text().contains("Hello from JavaScript!"),
+        "{}",
+        reply.text()
+    );
+    assert!(reply.text().contains("greeting: hi"), "{}", reply.text());
+    server.stop().await;
+}

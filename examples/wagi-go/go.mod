@@ -1,0 +1,3 @@
+module wagi-go
+
+go 1.21
