@@ -129,6 +129,8 @@ ci: lint check-features iac-check test
 examples:
 	cd examples/hello-rust && $(CARGO) build --release --target $(GUEST_TARGET)
 	cp examples/hello-rust/target/$(GUEST_TARGET)/release/hello_rust.wasm examples/hello-rust/hello.wasm
+	cd examples/hello-p3 && $(CARGO) build --release --target $(GUEST_TARGET)
+	cp examples/hello-p3/target/$(GUEST_TARGET)/release/hello_p3.wasm examples/hello-p3/hello.wasm
 	$(WASI_CC) $(WASI_CFLAGS) -o examples/wagi-c/hello.wasm examples/wagi-c/hello.c
 	$(WASI_CXX) --target=wasm32 -nostdlib -O2 -Wl,--no-entry -Wl,--export=_Z7Q_rsqrtf -o examples/isqrt/isqrt.wasm examples/isqrt/isqrt.cc
 	$(WASI_CC) $(WASI_CFLAGS) -o examples/isqrt/main.wasm examples/isqrt/main.c

@@ -573,3 +573,20 @@ async fn the_go_and_javascript_examples_deploy_and_answer() {
     assert!(reply.text().contains("greeting: hi"), "{}", reply.text());
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wasi_03_rust_example_answers_and_echoes() {
+    let example = include_bytes!("../../examples/hello-p3/hello.wasm");
+    let server = TestServer::start().await;
+    let metadata = r#"{"bindings": [{"type": "plain_text", "name": "GREETING", "text": "hola"}]}"#;
+    server
+        .deploy_with("/p3", example, metadata, &[])
+        .await
+        .unwrap();
+    let text = server.get("/p3/a/b").await.text();
+    assert!(text.contains("hello from a WASI 0.3 component"), "{text}");
+    assert!(text.contains("GREETING: hola"), "{text}");
+    let echoed = server.request("POST", "/p3/echo", &[], b"ping").await;
+    assert_eq!((echoed.status, echoed.text().as_str()), (200, "ping"));
+    server.stop().await;
+}
