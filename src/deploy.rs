@@ -17,7 +17,7 @@ use crate::routes::{
     ChangeNote, LivePointer, NewVersion, PointerChange, RouteName, RouteTable, Split, TableError,
     Version, live_of, new_preview_token, random_hex,
 };
-use crate::runtime::bindings::{DeployMetadata, MetadataError};
+use crate::runtime::bindings::{Binding, DeployMetadata, MetadataError};
 use crate::runtime::{LibraryModule, LoadError, LoadedModule, WasmEngine};
 
 /// Why a deploy or a rollback was refused or failed. Nothing went live.
@@ -275,6 +275,17 @@ impl Deployer {
             .check_link(&self.engine, &libraries)
             .await
             .map_err(DeployError::Bindings)?;
+        if matches!(loaded, LoadedModule::Wagi(_))
+            && let Some(binding) = metadata
+                .bindings
+                .iter()
+                .find(|b| matches!(b, Binding::KvNamespace { .. }))
+        {
+            return Err(DeployError::Bindings(format!(
+                "binding {:?} is a kv_namespace, which wasi:keyvalue components use; a WAGI module cannot open it",
+                binding.name()
+            )));
+        }
 
         let key = ModuleKey::for_bytes(&main);
         let mut stored_parts = Vec::new();

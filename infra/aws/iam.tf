@@ -54,7 +54,8 @@ data "aws_iam_policy_document" "server" {
   }
 
   # wasi:keyvalue data lives in the route table under kv#{namespace}
-  # partitions: the guests' reads and writes reach those items only.
+  # partitions. Get, Put, Update and Query are granted on the whole table
+  # above; what this adds is DeleteItem, on kv# items only.
   statement {
     sid = "GuestKeyValue"
     actions = [

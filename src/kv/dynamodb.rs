@@ -224,7 +224,11 @@ impl KvStore for DynamoKv {
                 continue; // deleted meanwhile: the ADD will now succeed
             };
             let Some(AttributeValue::B(bytes)) = item.get("value") else {
-                if item.contains_key("counter") {
+                // A counter: past the ceiling is an overflow; below it,
+                // another writer converted the bytes meanwhile: ADD again.
+                if let Some(AttributeValue::N(n)) = item.get("counter")
+                    && n.parse::<u64>().is_ok_and(|n| n > u64::MAX - delta)
+                {
                     return Err(overflow(key));
                 }
                 continue;

@@ -208,9 +208,13 @@ impl RouteTable for DynamoRouteTable {
                 .client
                 .scan()
                 .table_name(&self.table)
-                .filter_expression("#rev = :live")
+                // Guests' key-value items (`kv#...` partitions) may have
+                // any key, `live` included: they are no routes.
+                .filter_expression("#rev = :live AND NOT begins_with(#route, :kv)")
                 .expression_attribute_names("#rev", "rev")
+                .expression_attribute_names("#route", "route")
                 .expression_attribute_values(":live", s(LIVE_REV))
+                .expression_attribute_values(":kv", s("kv#"))
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await

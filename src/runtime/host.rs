@@ -41,6 +41,7 @@ impl HostState {
         memory_limit: usize,
         field_size_limit: usize,
         grants: &Grants,
+        deadline: std::time::Instant,
     ) -> Self {
         let mut wasi = WasiCtx::builder();
         wasi.envs(&grants.env)
@@ -58,6 +59,7 @@ impl HostState {
             hooks: OutboundHooks {
                 policy: grants.outbound.clone(),
                 request_id: request_id.to_string(),
+                deadline,
             },
             config: grants.config.clone(),
             kv: grants.kv.clone(),
@@ -72,6 +74,7 @@ impl HostState {
     pub(crate) fn keyvalue(&mut self) -> KvView<'_> {
         KvView {
             grants: &self.kv,
+            request_id: &self.hooks.request_id,
             table: &mut self.table,
         }
     }
@@ -108,6 +111,8 @@ impl WasiHttpView for HostState {
 struct OutboundHooks {
     policy: Arc<OutboundPolicy>,
     request_id: String,
+    /// The request's deadline, which bounds a denied request's drain.
+    deadline: std::time::Instant,
 }
 
 impl WasiHttpHooks for OutboundHooks {
@@ -146,10 +151,14 @@ impl WasiHttpHooks for OutboundHooks {
             // it to its end and drop it, so those writes succeed and the
             // guest learns of the denial from the answer, as
             // `HTTP-request-denied`, not from a body stream cut under it.
+            // Bounded by the request's deadline: a body the guest forwards
+            // from the client must not be read on past it.
             let mut body = request.into_body();
+            let deadline = self.deadline;
             tokio::spawn(async move {
                 use http_body_util::BodyExt;
-                while let Some(Ok(_)) = body.frame().await {}
+                let drain = async { while let Some(Ok(_)) = body.frame().await {} };
+                let _ = tokio::time::timeout_at(deadline.into(), drain).await;
             });
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }

@@ -160,9 +160,13 @@ pub enum LoadError {
     #[error("the component does not link: {0}")]
     Link(String),
     #[error(
-        "this component imports {import}, which wasmgate does not provide ({detail}); wasmgate provides {PROVIDED_IMPORTS}"
+        "this component imports {import}, which wasmgate does not provide; wasmgate provides {PROVIDED_IMPORTS}"
     )]
-    Import { import: String, detail: String },
+    Import { import: String },
+    #[error(
+        "this component imports {import}, which wasmgate provides in another shape or version ({detail}); wasmgate provides {PROVIDED_IMPORTS}"
+    )]
+    ImportMismatch { import: String, detail: String },
 }
 
 /// How a guest run failed. Each maps to one HTTP status in `error.rs`.

@@ -211,6 +211,7 @@ impl HttpComponent {
             limits.memory_limit_bytes,
             limits.max_field_bytes,
             grants,
+            invocation.deadline,
         );
         let mut store = engine.new_store(state, invocation.deadline);
         let memory_hit = store.data().limiter.hit_flag();
@@ -266,14 +267,20 @@ impl HttpComponent {
                     };
                     outcome(tokio::time::timeout_at(deadline.into(), run).await)
                 });
+                let guard = AbortOnDrop(Some(task.abort_handle()));
                 let response = match receiver.await {
                     Ok(Ok(response)) => Ok(response),
                     Ok(Err(code)) => Err(GuestError::ErrorCode(format!("{code:?}"))),
                     Err(_) => Err(GuestError::NoResponse),
                 };
+                guard.disarm();
                 (response, task)
             }
             Pre::P3(pre) => {
+                // 0.3 guests read the scheme and authority off the URI, and
+                // the fronts give a path: make it absolute, as 0.2's
+                // `new_incoming_request` does from the scheme and Host.
+                let request = absolute_uri(request, invocation.https);
                 let (sender, receiver) = tokio::sync::oneshot::channel();
                 let pre = pre.clone();
                 let task = tokio::spawn(async move {
@@ -311,11 +318,13 @@ impl HttpComponent {
                     };
                     outcome(tokio::time::timeout_at(deadline.into(), run).await)
                 });
+                let guard = AbortOnDrop(Some(task.abort_handle()));
                 let response = match receiver.await {
                     Ok(Ok(response)) => Ok(response),
                     Ok(Err(code)) => Err(GuestError::ErrorCode(code)),
                     Err(_) => Err(GuestError::NoResponse),
                 };
+                guard.disarm();
                 (response, task)
             }
         };
@@ -343,6 +352,56 @@ impl HttpComponent {
     }
 }
 
+/// Stops the guest task when the request is dropped (the client went away)
+/// before the response head is handed over; from then on [`GuestBody`]
+/// does it.
+struct AbortOnDrop(Option<tokio::task::AbortHandle>);
+
+impl AbortOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
+    }
+}
+
+/// `request` with its URI made absolute: the scheme the client used and
+/// its Host header as the authority (the URI is kept when it has no usable
+/// Host).
+fn absolute_uri<B>(mut request: http::Request<B>, https: bool) -> http::Request<B> {
+    if request.uri().authority().is_some() {
+        return request;
+    }
+    let Some(host) = request
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.parse::<http::uri::Authority>().ok())
+    else {
+        return request;
+    };
+    let mut parts = request.uri().clone().into_parts();
+    parts.scheme = Some(if https {
+        http::uri::Scheme::HTTPS
+    } else {
+        http::uri::Scheme::HTTP
+    });
+    parts.authority = Some(host);
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    if let Ok(uri) = http::Uri::from_parts(parts) {
+        *request.uri_mut() = uri;
+    }
+    request
+}
+
 /// A link failure, naming the import nothing provides.
 fn link_error(error: wasmtime::Error) -> LoadError {
     let text = format!("{error:#}");
@@ -357,14 +416,20 @@ fn link_error(error: wasmtime::Error) -> LoadError {
         Some((kind.to_string(), name.to_string(), cause))
     });
     match named {
-        Some((kind, name, cause)) => LoadError::Import {
+        // Nothing of that name: wasmtime then reports the first function
+        // of it as missing.
+        Some((_, name, cause))
+            if cause
+                .as_deref()
+                .is_none_or(|c| c.contains("implementation is missing")) =>
+        {
+            LoadError::Import { import: name }
+        }
+        Some((kind, name, Some(cause))) => LoadError::ImportMismatch {
             import: name,
-            detail: match cause {
-                Some(cause) if !cause.is_empty() => format!("{kind}: {cause}"),
-                _ => kind,
-            },
+            detail: format!("{kind}: {cause}"),
         },
-        None => LoadError::Link(text),
+        _ => LoadError::Link(text),
     }
 }
 

@@ -48,6 +48,8 @@ pub struct KvGrants {
 /// What the host functions see.
 pub(crate) struct KvView<'a> {
     pub(crate) grants: &'a KvGrants,
+    /// Tags the log line of a failed call.
+    pub(crate) request_id: &'a str,
     pub(crate) table: &'a mut ResourceTable,
 }
 
@@ -62,8 +64,17 @@ type Answer<T> = wasmtime::Result<Result<T, store::Error>>;
 /// An open bucket's namespace and the store it lives in.
 type Target = (String, Arc<dyn KvStore>);
 
-fn other(error: KvError) -> store::Error {
-    store::Error::Other(error.to_string())
+/// The guest's form of `error`: what it asked wrong, in full; a backend
+/// fault only as such (its details, table names and ARNs among them, go to
+/// the log, not to a tenant).
+fn other(request_id: &str, error: KvError) -> store::Error {
+    match error {
+        KvError::Invalid(message) => store::Error::Other(message),
+        KvError::Unavailable(detail) => {
+            tracing::warn!(request_id, error = %detail, "a guest's key-value call failed");
+            store::Error::Other("the key-value store is unavailable; try again".into())
+        }
+    }
 }
 
 fn check_key(key: &str) -> Result<(), store::Error> {
@@ -131,26 +142,38 @@ impl store::HostBucket for KvView<'_> {
     async fn get(&mut self, bucket: Resource<Bucket>, key: String) -> Answer<Option<Vec<u8>>> {
         checked!(check_key(&key));
         let (namespace, kv) = target!(self, bucket);
-        Ok(kv.get(&namespace, &key).await.map_err(other))
+        Ok(kv
+            .get(&namespace, &key)
+            .await
+            .map_err(|e| other(self.request_id, e)))
     }
 
     async fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> Answer<()> {
         checked!(check_key(&key));
         checked!(check_value(&value));
         let (namespace, kv) = target!(self, bucket);
-        Ok(kv.set(&namespace, &key, &value).await.map_err(other))
+        Ok(kv
+            .set(&namespace, &key, &value)
+            .await
+            .map_err(|e| other(self.request_id, e)))
     }
 
     async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> Answer<()> {
         checked!(check_key(&key));
         let (namespace, kv) = target!(self, bucket);
-        Ok(kv.delete(&namespace, &key).await.map_err(other))
+        Ok(kv
+            .delete(&namespace, &key)
+            .await
+            .map_err(|e| other(self.request_id, e)))
     }
 
     async fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> Answer<bool> {
         checked!(check_key(&key));
         let (namespace, kv) = target!(self, bucket);
-        Ok(kv.exists(&namespace, &key).await.map_err(other))
+        Ok(kv
+            .exists(&namespace, &key)
+            .await
+            .map_err(|e| other(self.request_id, e)))
     }
 
     async fn list_keys(
@@ -169,7 +192,7 @@ impl store::HostBucket for KvView<'_> {
                     .then(|| offset.saturating_add(page.keys.len() as u64)),
                 keys: page.keys,
             })
-            .map_err(other))
+            .map_err(|e| other(self.request_id, e)))
     }
 
     async fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
@@ -187,7 +210,10 @@ impl atomics::Host for KvView<'_> {
     ) -> Answer<u64> {
         checked!(check_key(&key));
         let (namespace, kv) = target!(self, bucket);
-        Ok(kv.increment(&namespace, &key, delta).await.map_err(other))
+        Ok(kv
+            .increment(&namespace, &key, delta)
+            .await
+            .map_err(|e| other(self.request_id, e)))
     }
 }
 
@@ -205,7 +231,7 @@ impl batch::Host for KvView<'_> {
         for key in keys {
             match kv.get(&namespace, &key).await {
                 Ok(value) => values.push(value.map(|v| (key, v))),
-                Err(error) => return Ok(Err(other(error))),
+                Err(error) => return Ok(Err(other(self.request_id, error))),
             }
         }
         Ok(Ok(values))
@@ -223,7 +249,7 @@ impl batch::Host for KvView<'_> {
         let (namespace, kv) = target!(self, bucket);
         for (key, value) in key_values {
             if let Err(error) = kv.set(&namespace, &key, &value).await {
-                return Ok(Err(other(error)));
+                return Ok(Err(other(self.request_id, error)));
             }
         }
         Ok(Ok(()))
@@ -236,7 +262,7 @@ impl batch::Host for KvView<'_> {
         let (namespace, kv) = target!(self, bucket);
         for key in keys {
             if let Err(error) = kv.delete(&namespace, &key).await {
-                return Ok(Err(other(error)));
+                return Ok(Err(other(self.request_id, error)));
             }
         }
         Ok(Ok(()))
