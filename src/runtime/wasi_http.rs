@@ -59,6 +59,21 @@ pub const ROUTE_HEADERS: [&str; 7] = [
     "x-wasmgate-version",
 ];
 
+/// The authority the client addressed: the URI's, else the Host header.
+fn authority_of<B>(request: &http::Request<B>) -> Option<String> {
+    request
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            request
+                .headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+}
+
 /// Sets the route headers on `request` (see [`ROUTE_HEADERS`]).
 fn set_route_headers(request: &mut http::Request<Body>, invocation: &Invocation) {
     use http::HeaderValue;
@@ -75,17 +90,7 @@ fn set_route_headers(request: &mut http::Request<Body>, invocation: &Invocation)
         headers.remove(name);
     }
     let uri = request.uri();
-    let host = uri
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            request
-                .headers()
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        })
-        .unwrap_or_default();
+    let host = authority_of(request).unwrap_or_default();
     let scheme = if invocation.https { "https" } else { "http" };
     let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
     let (_, path_info) = super::wagi::split_path(uri.path(), &invocation.route_path);
@@ -378,11 +383,7 @@ fn absolute_uri<B>(mut request: http::Request<B>, https: bool) -> http::Request<
     if request.uri().authority().is_some() {
         return request;
     }
-    let Some(host) = request
-        .headers()
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.parse::<http::uri::Authority>().ok())
+    let Some(host) = authority_of(&request).and_then(|h| h.parse::<http::uri::Authority>().ok())
     else {
         return request;
     };
