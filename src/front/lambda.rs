@@ -31,7 +31,7 @@ use std::panic::AssertUnwindSafe;
 
 use crate::body::{self, Body};
 use crate::error::GatewayError;
-use crate::gateway::{Gateway, REQUEST_ID_HEADER, RequestInfo};
+use crate::gateway::{Gateway, HostPolicy, REQUEST_ID_HEADER, RequestInfo};
 
 /// How responses go back to Lambda.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -69,7 +69,7 @@ pub async fn run(gateway: Arc<Gateway>, mode: InvokeMode) -> Result<(), lambda_h
                     let LambdaEvent { payload, context } = event;
                     let request = match payload {
                         Event::Http(mut request) => {
-                            escape_path(&mut request);
+                            prepare_event(&mut request);
                             *request
                         }
                         Event::Malformed(why) => {
@@ -148,7 +148,7 @@ pub fn parse_event(payload: &[u8]) -> Result<lambda_http::Request, String> {
 /// lambda_http's conversion, which panics on an event whose URI it cannot
 /// build: that is a malformed event, answered, not a failed invocation.
 fn to_http(mut request: LambdaRequest) -> Result<lambda_http::Request, String> {
-    escape_path(&mut request);
+    prepare_event(&mut request);
     converting(|| lambda_http::Request::from(request)).map_err(|()| UNCONVERTIBLE.to_string())
 }
 
@@ -170,6 +170,82 @@ fn converting<T>(convert: impl FnOnce() -> T) -> Result<T, ()> {
 /// logs it quietly.
 pub fn in_event_conversion() -> bool {
     CONVERTING.with(|c| c.get())
+}
+
+/// What wasmgate changes in an event before lambda_http converts it: the
+/// path's delimiters escaped ([`escape_path`]) and every value of a
+/// repeated header kept ([`keep_multi_value_headers`]).
+fn prepare_event(request: &mut LambdaRequest) {
+    escape_path(request);
+    keep_multi_value_headers(request);
+    drop_unusable_hosts(request);
+}
+
+/// Leaves out a `Host` header or `requestContext.domainName` that is no
+/// host name (a trigger never sends one; a hand-written test event may:
+/// the docs' `{dns_suffix}` placeholder). lambda_http would panic building
+/// the URI from it; without it the event goes to the any-host routes.
+fn drop_unusable_hosts(request: &mut LambdaRequest) {
+    fn check(headers: &mut http::HeaderMap) {
+        let unusable = headers
+            .get(header::HOST)
+            .is_some_and(|v| !v.to_str().is_ok_and(crate::gateway::valid_host_header));
+        if unusable {
+            headers.remove(header::HOST);
+        }
+    }
+    fn check_name(name: &mut Option<String>) {
+        if name
+            .as_deref()
+            .is_some_and(|n| !crate::gateway::valid_host_header(n) && !n.starts_with("*."))
+        {
+            *name = None;
+        }
+    }
+    match request {
+        LambdaRequest::ApiGatewayV1(event) => {
+            check(&mut event.headers);
+            check(&mut event.multi_value_headers);
+            check_name(&mut event.request_context.domain_name);
+        }
+        LambdaRequest::ApiGatewayV2(event) => {
+            check(&mut event.headers);
+            check_name(&mut event.request_context.domain_name);
+        }
+        LambdaRequest::Alb(event) => {
+            check(&mut event.headers);
+            check(&mut event.multi_value_headers);
+        }
+        _ => {}
+    }
+}
+
+/// API Gateway REST APIs (and ALBs with multi-value headers on) send each
+/// header in `multiValueHeaders` with all its values, and REST APIs also in
+/// `headers` with its last one. lambda_http 1.3.2 takes `multiValueHeaders`
+/// and then `extend`s it with `headers`, which replaces every value of a
+/// name by the last: `Accept: a` + `Accept: b` would reach the guest as `b`.
+/// Dropping from `headers` each name `multiValueHeaders` has (but `Host`)
+/// keeps them all, in order. (`lambda_http_alone_keeps_only_the_last_value` in the tests
+/// fails when lambda_http fixes this, so this can go then.)
+fn keep_multi_value_headers(request: &mut LambdaRequest) {
+    fn keep(headers: &mut http::HeaderMap, multi: &http::HeaderMap) {
+        if multi.is_empty() {
+            return;
+        }
+        // `Host` stays: lambda_http builds the URI from it, and a request
+        // has one.
+        for name in multi.keys().filter(|name| *name != header::HOST) {
+            headers.remove(name);
+        }
+    }
+    match request {
+        LambdaRequest::ApiGatewayV1(event) => {
+            keep(&mut event.headers, &event.multi_value_headers);
+        }
+        LambdaRequest::Alb(event) => keep(&mut event.headers, &event.multi_value_headers),
+        _ => {}
+    }
 }
 
 /// Escapes what would end the event's path when lambda_http builds the URI
@@ -436,8 +512,11 @@ pub fn to_gateway_request(request: lambda_http::Request) -> (http::Request<Body>
         Some(query) if !query.is_empty() => format!("{path}?{query}"),
         _ => path,
     };
+    // No Host header: the event's `requestContext.domainName`, which
+    // lambda_http put in the URI, when it is a host name.
     if !parts.headers.contains_key(header::HOST)
         && let Some(authority) = parts.uri.authority()
+        && crate::gateway::valid_host_header(authority.as_str())
         && let Ok(host) = HeaderValue::from_str(authority.as_str())
     {
         parts.headers.insert(header::HOST, host);
@@ -466,6 +545,7 @@ pub fn to_gateway_request(request: lambda_http::Request) -> (http::Request<Body>
         https,
         deadline: context.as_ref().and_then(|c| deadline_instant(c.deadline)),
         remote_addr,
+        host_policy: HostPolicy::Trigger,
     };
     (http::Request::from_parts(parts, body), info)
 }
