@@ -3,8 +3,12 @@
 //! rollouts, rollbacks and reads, for CI systems and ops tools.
 //!
 //! It exists only when `WASMGATE_ADMIN_TOKEN` is set, and every call needs
-//! `Authorization: Bearer <token>` (compared in constant time); without it
-//! the answer is a bare 401 that reveals nothing else.
+//! `Authorization: Bearer <token>` (the scheme in any case, the token
+//! compared in constant time); without it the answer is a bare 401 that
+//! reveals nothing else. Each refusal is logged (the client's address and
+//! why, never the token) and counted (`wasmgate_admin_auth_refusals_total`);
+//! an address with 10 refusals in a minute gets 429s, its tokens unchecked,
+//! until that minute is over.
 //!
 //! | call | does |
 //! |---|---|
@@ -18,8 +22,10 @@
 //! Answers are JSON; errors are `{"error": "..."}` with a 4xx or 5xx status.
 //! The actor in the history is `?actor=`, else `admin-api`.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -59,6 +65,53 @@ pub struct AdminApi {
     deployer: Deployer,
     table: Arc<dyn RouteTable>,
     limits: UploadLimits,
+    failures: AuthFailures,
+}
+
+/// Refused token checks a client address may have in [`AUTH_WINDOW`]
+/// before its admin requests are refused unchecked (429).
+const MAX_AUTH_FAILURES: u32 = 10;
+const AUTH_WINDOW: Duration = Duration::from_secs(60);
+/// Addresses tracked at once; past it, windows that are over are pruned,
+/// and if none is over, the oldest window goes.
+const MAX_TRACKED_CLIENTS: usize = 10_000;
+
+/// Token refusals per client address, in fixed windows.
+#[derive(Default)]
+struct AuthFailures {
+    by_client: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+impl AuthFailures {
+    /// The seconds left of `client`'s window when it is over its budget.
+    fn blocked(&self, client: IpAddr) -> Option<u64> {
+        let map = self.by_client.lock().unwrap_or_else(|e| e.into_inner());
+        let (since, count) = map.get(&client)?;
+        let left = AUTH_WINDOW.checked_sub(since.elapsed())?;
+        (*count >= MAX_AUTH_FAILURES).then(|| left.as_secs().max(1))
+    }
+
+    /// Records a refusal; returns the count in the client's window.
+    fn record(&self, client: IpAddr) -> u32 {
+        let mut map = self.by_client.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= MAX_TRACKED_CLIENTS && !map.contains_key(&client) {
+            map.retain(|_, (since, _)| since.elapsed() < AUTH_WINDOW);
+            if map.len() >= MAX_TRACKED_CLIENTS
+                && let Some(oldest) = map
+                    .iter()
+                    .min_by_key(|(_, (since, _))| *since)
+                    .map(|(k, _)| *k)
+            {
+                map.remove(&oldest);
+            }
+        }
+        let entry = map.entry(client).or_insert((Instant::now(), 0));
+        if entry.0.elapsed() >= AUTH_WINDOW {
+            *entry = (Instant::now(), 0);
+        }
+        entry.1 += 1;
+        entry.1
+    }
 }
 
 /// An answer: status and JSON body.
@@ -83,6 +136,7 @@ impl AdminApi {
             deployer,
             table,
             limits,
+            failures: AuthFailures::default(),
         }
     }
 
@@ -91,10 +145,10 @@ impl AdminApi {
         path == RESERVED_PREFIX || path.starts_with(&format!("{RESERVED_PREFIX}/"))
     }
 
-    /// Answers one admin request.
-    pub async fn handle(&self, request: Request<Body>) -> Response<Body> {
-        if !self.authorized(&request) {
-            return unauthorized();
+    /// Answers one admin request from `client`.
+    pub async fn handle(&self, request: Request<Body>, client: IpAddr) -> Response<Body> {
+        if let Some(refused) = self.refusal(&request, client) {
+            return refused;
         }
         let Answer(status, value) = self.route(request).await;
         let mut text = serde_json::to_string_pretty(&value).expect("BUG: JSON always serialises");
@@ -108,16 +162,57 @@ impl AdminApi {
         response
     }
 
-    /// Whether `request` bears the admin token.
-    pub fn authorized<B>(&self, request: &Request<B>) -> bool {
-        let Some(presented) = request
+    /// `None` when `request` from `client` bears the admin token; else the
+    /// refusal to answer (401, or 429 for an address over its failure
+    /// budget), logged and counted.
+    pub fn refusal<B>(&self, request: &Request<B>, client: IpAddr) -> Option<Response<Body>> {
+        if let Some(retry_after) = self.failures.blocked(client) {
+            crate::metrics::METRICS.admin_refused();
+            return Some(too_many_failures(retry_after));
+        }
+        let why = match self.check_token(request) {
+            Ok(()) => return None,
+            Err(why) => why,
+        };
+        crate::metrics::METRICS.admin_refused();
+        let count = self.failures.record(client);
+        // One line per refusal until the budget is spent, then one that
+        // says so: a flood of wrong tokens is seen, not a flood of lines.
+        if count < MAX_AUTH_FAILURES {
+            tracing::warn!(client = %client, path = %request.uri().path(), reason = why, "admin API request refused");
+        } else if count == MAX_AUTH_FAILURES {
+            tracing::warn!(
+                client = %client,
+                refusals = count,
+                window_secs = AUTH_WINDOW.as_secs(),
+                "admin API: too many refused tokens from this address; refusing its requests until the window ends"
+            );
+        }
+        Some(unauthorized())
+    }
+
+    /// Whether `request` bears the admin token, else why not.
+    fn check_token<B>(&self, request: &Request<B>) -> Result<(), &'static str> {
+        let value = request
             .headers()
             .get(header::AUTHORIZATION)
-            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-        else {
-            return false;
-        };
-        !self.token.is_empty() && bool::from(presented.ct_eq(&self.token))
+            .ok_or("no Authorization header")?;
+        let (scheme, presented) = value.as_bytes().split_at(
+            value
+                .as_bytes()
+                .iter()
+                .position(|b| *b == b' ')
+                .ok_or("not a Bearer token")?,
+        );
+        if !scheme.eq_ignore_ascii_case(b"bearer") {
+            return Err("not a Bearer token");
+        }
+        let presented = presented.trim_ascii();
+        if !self.token.is_empty() && bool::from(presented.ct_eq(&self.token)) {
+            Ok(())
+        } else {
+            Err("wrong token")
+        }
     }
 
     async fn route(&self, request: Request<Body>) -> Answer {
@@ -461,6 +556,16 @@ fn body_stream(
 }
 
 /// The bare 401: it says nothing of what is behind it.
+/// The 429 for an address that spent its failure budget.
+fn too_many_failures(retry_after: u64) -> Response<Body> {
+    let mut response = Response::new(body::full("429 Too Many Requests\n"));
+    *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    if let Ok(value) = HeaderValue::from_str(&retry_after.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
 pub fn unauthorized() -> Response<Body> {
     let mut response = Response::new(body::full("401 Unauthorized\n"));
     *response.status_mut() = StatusCode::UNAUTHORIZED;

@@ -3,6 +3,7 @@
 //! data dir, routes in SQLite beside them) or AWS (S3 + DynamoDB).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::config::{BackendKind, Settings, Toggle};
 use crate::deploy::Deployer;
@@ -10,7 +11,8 @@ use crate::gateway::{Gateway, GatewayOptions};
 use crate::kv::{KvStore, SqliteKv};
 use crate::modules::{FsModuleStore, ModuleStore};
 use crate::routes::{RouteTable, SqliteRouteTable};
-use crate::runtime::{RuntimeLimits, WasmEngine};
+use crate::runtime::admission::{default_cpu_lanes, default_guest_memory_bytes};
+use crate::runtime::{RuntimeLimits, WasmEngine, default_route_share};
 
 /// The storage a process works against.
 #[derive(Clone)]
@@ -44,7 +46,7 @@ impl Backends {
     pub fn embedded(settings: &Settings) -> anyhow::Result<Self> {
         let table = SqliteRouteTable::open(settings.database_path())?;
         let kv = SqliteKv::open(settings.database_path())?;
-        let store = FsModuleStore::new(settings.modules_dir());
+        let store = FsModuleStore::open(settings.modules_dir());
         Ok(Backends {
             table: Arc::new(table),
             store: Arc::new(store),
@@ -78,13 +80,29 @@ impl Backends {
 
 /// The wasmtime engine configured by `settings`.
 pub fn engine(settings: &Settings) -> anyhow::Result<Arc<WasmEngine>> {
+    let max_concurrency = settings.max_concurrency as u32;
     Ok(Arc::new(WasmEngine::new(RuntimeLimits {
-        memory_limit_bytes: settings.memory_limit_bytes(),
-        timeout: settings.timeout(),
-        max_concurrency: settings.max_concurrency as u32,
         pooling: settings.pooling,
         precompiled: settings.precompiled == Toggle::On,
         max_field_bytes: settings.max_field_bytes as usize,
+        route_max_concurrency: settings
+            .route_max_concurrency
+            .map_or_else(|| default_route_share(max_concurrency), |n| n as u32),
+        queue_timeout: Duration::from_millis(settings.queue_timeout_ms),
+        cpu_lanes: settings
+            .cpu_lanes
+            .map_or_else(default_cpu_lanes, |n| n as u32),
+        max_body_bytes: settings.max_body_bytes,
+        guest_memory_bytes: settings
+            .guest_memory_mb
+            .map_or_else(default_guest_memory_bytes, |mb| {
+                usize::try_from(mb << 20).unwrap_or(usize::MAX)
+            }),
+        ..RuntimeLimits::new(
+            settings.memory_limit_bytes(),
+            settings.timeout(),
+            max_concurrency,
+        )
     })?))
 }
 

@@ -102,6 +102,35 @@ pub struct Settings {
           value_parser = number("WASMGATE_MAX_CONCURRENCY", "instances", 1, 10_000), global = true)]
     pub max_concurrency: u64,
 
+    /// Most instance slots one route holds at once, so a storm on one
+    /// route leaves slots for the others [default: three quarters of
+    /// WASMGATE_MAX_CONCURRENCY].
+    #[arg(long, env = "WASMGATE_ROUTE_MAX_CONCURRENCY",
+          value_parser = number("WASMGATE_ROUTE_MAX_CONCURRENCY", "instances", 1, 10_000), global = true)]
+    pub route_max_concurrency: Option<u64>,
+
+    /// Longest a request waits for an instance slot before its 503 (never
+    /// past its deadline).
+    #[arg(long, env = "WASMGATE_QUEUE_TIMEOUT_MS", default_value_t = 1_000,
+          value_parser = number("WASMGATE_QUEUE_TIMEOUT_MS", "milliseconds", 0, 900_000), global = true)]
+    pub queue_timeout_ms: u64,
+
+    /// Guests that have run over about 30 ms go on only on one of these lanes,
+    /// in turn, so loops cannot take every CPU [default: the CPUs less one,
+    /// at least 1].
+    #[arg(long, env = "WASMGATE_CPU_LANES",
+          value_parser = number("WASMGATE_CPU_LANES", "lanes", 1, 1024), global = true)]
+    pub cpu_lanes: Option<u64>,
+
+    /// All guests' memory together (linear memories, and WAGI request
+    /// bodies buffered for stdin), in MiB; a growth past it fails and the
+    /// request is a 503 [default: three quarters of the container's memory:
+    /// the cgroup limit, else AWS_LAMBDA_FUNCTION_MEMORY_SIZE, else the
+    /// machine's].
+    #[arg(long, env = "WASMGATE_GUEST_MEMORY_MB",
+          value_parser = number("WASMGATE_GUEST_MEMORY_MB", "MiB", 1, 16 << 20), global = true)]
+    pub guest_memory_mb: Option<u64>,
+
     /// Most compiled modules kept warm in memory.
     #[arg(long, env = "WASMGATE_MODULE_CACHE_SIZE", default_value_t = 64,
           value_parser = number("WASMGATE_MODULE_CACHE_SIZE", "modules", 1, 100_000), global = true)]

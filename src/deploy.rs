@@ -252,6 +252,7 @@ impl Deployer {
             metadata,
         } = bundle;
         metadata.check_parts(parts.keys().map(String::as_str))?;
+        check_caps(&metadata, self.engine.limits()).map_err(MetadataError::Shape)?;
 
         let engine = self.engine.clone();
         let checked = main.clone();
@@ -342,6 +343,7 @@ impl Deployer {
                 .as_ref()
                 .and_then(|l| l.split.as_ref())
                 .map(|s| format!("ended the rollout of {}", s.describe())),
+            from_version: None,
         };
         self.table
             .flip(route, expected.as_ref(), &version, note)
@@ -421,6 +423,7 @@ impl Deployer {
                     "rollback: ended the rollout of {}",
                     split.describe()
                 )),
+                from_version: None,
             };
             self.table.set_split(route, current, None, note).await?;
             return Ok(RollbackReport {
@@ -459,9 +462,12 @@ impl Deployer {
         if versions.is_empty() && live.is_none() {
             return Err(DeployError::UnknownRoute(route.to_string()));
         }
+        // After a hand edit of the pointer's `module` alone, its `version`
+        // names another version: go by the module that is live.
+        let from = live.as_ref().and_then(|l| live_version(l, &versions));
         let wanted = match to {
             Some(n) => n,
-            None => self.previous_version(route, live.as_ref()).await?,
+            None => self.previous_version(route, live.as_ref(), from).await?,
         };
         let target = versions
             .iter()
@@ -472,7 +478,7 @@ impl Deployer {
                 have: describe_versions(&versions),
             })?;
         if let Some(current) = &live
-            && current.version == Some(wanted)
+            && from == Some(wanted)
             && current.module == target.module
             && current.split.is_none()
         {
@@ -492,11 +498,12 @@ impl Deployer {
                 .as_ref()
                 .and_then(|l| l.split.as_ref())
                 .map(|s| format!("ended the rollout of {}", s.describe())),
+            from_version: from,
         };
         self.table.flip(route, live.as_ref(), target, note).await?;
         Ok(RollbackReport {
             route: route.to_string(),
-            from_version: live.and_then(|l| l.version),
+            from_version: from.or(live.and_then(|l| l.version)),
             to_version: wanted,
             module: target.module.clone(),
             ended_rollout,
@@ -548,6 +555,7 @@ impl Deployer {
             actor: actor.to_string(),
             action: "rollout".into(),
             reason: Some(split.describe()),
+            from_version: None,
         };
         let pointer = self
             .table
@@ -566,6 +574,7 @@ impl Deployer {
         &self,
         route: &RouteName,
         live: Option<&LivePointer>,
+        live_version: Option<u64>,
     ) -> Result<u64, DeployError> {
         let Some(live) = live else {
             return Err(DeployError::NothingToRollBack(format!(
@@ -577,7 +586,7 @@ impl Deployer {
             .iter()
             .rev()
             .filter(|c| MOVES.contains(&c.action.as_str()))
-            .find(|c| c.to_module == live.module && c.to_version == live.version)
+            .find(|c| c.to_module == live.module && c.to_version == live_version)
             .and_then(|c| c.from_version)
             .ok_or_else(|| {
                 DeployError::NothingToRollBack(format!(
@@ -586,6 +595,58 @@ impl Deployer {
                 ))
             })
     }
+}
+
+/// A version may ask for less than the server's limits, never more: each
+/// of its limits above the server's cap is refused, the cap named.
+fn check_caps(
+    metadata: &DeployMetadata,
+    limits: &crate::runtime::RuntimeLimits,
+) -> Result<(), String> {
+    let memory_cap = (limits.memory_limit_bytes >> 20) as u64;
+    if let Some(mb) = metadata.memory_limit_mb
+        && mb > memory_cap
+    {
+        return Err(format!(
+            "asks for memory_limit_mb {mb}, above the server's cap of {memory_cap} (WASMGATE_MEMORY_LIMIT_MB)"
+        ));
+    }
+    let timeout_cap = limits.timeout.as_millis() as u64;
+    if let Some(ms) = metadata.timeout_ms
+        && ms > timeout_cap
+    {
+        return Err(format!(
+            "asks for timeout_ms {ms}, above the server's cap of {timeout_cap} (WASMGATE_TIMEOUT_MS)"
+        ));
+    }
+    if let Some(bytes) = metadata.max_body_bytes
+        && bytes > limits.max_body_bytes
+    {
+        return Err(format!(
+            "asks for max_body_bytes {bytes}, above the server's cap of {} (WASMGATE_MAX_BODY_BYTES)",
+            limits.max_body_bytes
+        ));
+    }
+    Ok(())
+}
+
+/// The version whose module is live: the pointer's `version` when that
+/// version holds the live module; after a hand edit of `module` alone (the
+/// README's `update-item`), the newest version that holds it; `None` when
+/// no version does.
+pub fn live_version(live: &LivePointer, versions: &[Version]) -> Option<u64> {
+    if let Some(number) = live.version
+        && versions
+            .iter()
+            .any(|v| v.number == number && v.module == live.module)
+    {
+        return Some(number);
+    }
+    versions
+        .iter()
+        .filter(|v| v.module == live.module)
+        .map(|v| v.number)
+        .max()
 }
 
 /// Versions, live pointer and pointer history of `route`: a read, so it

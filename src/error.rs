@@ -45,7 +45,9 @@ impl GatewayError {
     /// rollout's candidate.
     pub fn is_host_fault(&self) -> bool {
         match self {
-            GatewayError::Guest(GuestError::Busy(_)) => true,
+            GatewayError::Guest(
+                GuestError::Busy(_) | GuestError::PoolExhausted(_) | GuestError::MemoryBudget,
+            ) => true,
             GatewayError::Table(e) => matches!(e.as_ref(), TableError::Unavailable(_)),
             GatewayError::Module(e) => {
                 matches!(
@@ -95,7 +97,9 @@ impl GatewayError {
             GatewayError::Secret(_) => StatusCode::BAD_GATEWAY,
             GatewayError::Guest(e) => match e {
                 GuestError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-                GuestError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+                GuestError::Busy(_) | GuestError::PoolExhausted(_) | GuestError::MemoryBudget => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
                 GuestError::BadRequest(_) => StatusCode::BAD_REQUEST,
                 GuestError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
                 GuestError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -140,9 +144,9 @@ impl GatewayError {
             GatewayError::Guest(GuestError::BadOutput(_)) => {
                 "the function's response was malformed".to_string()
             }
-            GatewayError::Guest(GuestError::Busy(_)) => {
-                "the server is at capacity, retry shortly".to_string()
-            }
+            GatewayError::Guest(
+                GuestError::Busy(_) | GuestError::PoolExhausted(_) | GuestError::MemoryBudget,
+            ) => "the server is at capacity, retry shortly".to_string(),
             GatewayError::Guest(_) => "the function failed".to_string(),
         }
     }

@@ -116,6 +116,26 @@ pub struct RequestInfo {
     pub deadline: Option<Instant>,
     /// The client's address (the peer, or what the Lambda event says).
     pub remote_addr: Option<String>,
+    /// How the request's host is checked: see [`HostPolicy`].
+    pub host_policy: HostPolicy,
+}
+
+/// How strictly a front's requests must name their host.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HostPolicy {
+    /// HTTP/1.1 on the listener: exactly one valid `Host` (RFC 9112 §3.2),
+    /// else 400.
+    #[default]
+    Required,
+    /// HTTP/1.0 on the listener: at most one valid `Host`; none goes to the
+    /// any-host routes (HAProxy's default health check sends none).
+    Optional,
+    /// Lambda events: the trigger (API Gateway, an ALB) has vetted the
+    /// client's `Host`, and some events carry none (an ALB health check,
+    /// the console's test event): whatever it is, or none, the routes
+    /// decide (a value that names no route host reaches the any-host
+    /// routes).
+    Trigger,
 }
 
 /// A version ready to run: its compiled module and what it is granted.
@@ -249,6 +269,7 @@ impl Gateway {
                 actor: "wasmgate (auto-rollback)".into(),
                 action: "auto-rollback".into(),
                 reason: Some(reason),
+                from_version: None,
             };
             match table.set_split(&live.route, &live, None, note).await {
                 Ok(_) => tracing::warn!(route = %live.route, "rollout ended by auto-rollback"),
@@ -365,17 +386,47 @@ impl Gateway {
         let budget = deadline.saturating_duration_since(started);
         // The lookup, fetch and compile count against the deadline too: on
         // Lambda an answer must leave before the invocation ends.
-        let (pointer, deployment, request) =
-            tokio::time::timeout_at(deadline.into(), self.prepare(request, trace))
-                .await
-                .map_err(|_| GatewayError::Guest(GuestError::Timeout(budget)))??;
-        let max_body = deployment
-            .grants
+        let (pointer, deployment, request) = tokio::time::timeout_at(
+            deadline.into(),
+            self.prepare(request, info.host_policy, trace),
+        )
+        .await
+        .map_err(|_| GatewayError::Guest(GuestError::Timeout(budget)))??;
+        // The version's own limits, never above the server's.
+        let grants = &deployment.grants;
+        let (deadline, budget) = match grants.timeout {
+            Some(timeout) if started + timeout < deadline => (started + timeout, timeout),
+            _ => (deadline, budget),
+        };
+        let memory_limit = grants
+            .memory_limit_bytes
+            .map_or(self.engine.limits().memory_limit_bytes, |m| {
+                m.min(self.engine.limits().memory_limit_bytes)
+            });
+        let max_body = grants
             .max_body_bytes
-            .unwrap_or(self.limits.max_body_bytes);
+            .map_or(self.limits.max_body_bytes, |m| {
+                m.min(self.limits.max_body_bytes)
+            });
         let too_large = || GatewayError::Guest(GuestError::PayloadTooLarge(max_body as usize));
-        let tripped = Arc::new(AtomicBool::new(false));
-        let request = request.map(|body| crate::body::limited(body, max_body, tripped.clone()));
+        let watch = Arc::new(crate::body::BodyWatch::default());
+        let request = request.map(|body| crate::body::limited(body, max_body, watch.clone()));
+        // Before the guest takes an instance slot, the client shows it is
+        // sending: a small body is read whole, a larger or chunked one to
+        // its first piece.
+        let request = match tokio::time::timeout_at(deadline.into(), pre_read(request)).await {
+            Ok(Ok(request)) => request,
+            Ok(Err(())) if watch.too_large() => return Err(too_large()),
+            Ok(Err(())) if watch.too_slow() => {
+                return Err(GatewayError::Guest(GuestError::RequestTimeout));
+            }
+            Ok(Err(())) => {
+                return Err(GatewayError::BadRequest(
+                    "the request body is malformed or ended early".into(),
+                ));
+            }
+            Err(_) => return Err(GatewayError::Guest(GuestError::RequestTimeout)),
+        };
         let invocation = Invocation {
             request_id: request_id.to_string(),
             deadline,
@@ -386,14 +437,27 @@ impl Gateway {
             version: pointer.version,
             remote_addr: info.remote_addr.clone(),
             max_body_bytes: max_body,
+            memory_limit_bytes: memory_limit,
         };
         let answer = deployment
             .module
             .run(&self.engine, request, &invocation, &deployment.grants)
             .await;
         // However the guest took the failed read, the client sent too much.
-        if tripped.load(Ordering::Relaxed) {
+        if watch.too_large() {
             return Err(too_large());
+        }
+        // A body that failed on the way (bad chunked framing, cut short)
+        // is the client's error, even if the guest took it for the end.
+        if watch.broken() {
+            drop(answer);
+            return Err(GatewayError::BadRequest(
+                "the request body is malformed or ended early".into(),
+            ));
+        }
+        if watch.too_slow() {
+            drop(answer);
+            return Err(GatewayError::Guest(GuestError::RequestTimeout));
         }
         Ok(answer?)
     }
@@ -402,20 +466,10 @@ impl Gateway {
     async fn prepare(
         &self,
         request: Request<Body>,
+        host_policy: HostPolicy,
         trace: &mut Trace,
     ) -> Result<(Arc<LivePointer>, Arc<Deployment>, Request<Body>), GatewayError> {
-        let host = request
-            .uri()
-            .host()
-            .map(str::to_string)
-            .or_else(|| {
-                request
-                    .headers()
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_string)
-            })
-            .ok_or_else(|| GatewayError::BadRequest("the request has no Host header".into()))?;
+        let host = request_host(&request, host_policy)?;
 
         // The preview token reaches a version on purpose only; the guest
         // never sees it.
@@ -425,7 +479,7 @@ impl Gateway {
             Some(token) => self
                 .routes
                 .resolve_preview(
-                    Some(&host),
+                    host.as_deref(),
                     request.uri().path(),
                     token.to_str().unwrap_or(""),
                 )
@@ -433,7 +487,7 @@ impl Gateway {
                 .map_err(GatewayError::Table)?,
             None => self
                 .routes
-                .resolve(Some(&host), request.uri().path())
+                .resolve(host.as_deref(), request.uri().path())
                 .await
                 .map_err(GatewayError::Table)?,
         };
@@ -475,7 +529,9 @@ impl Gateway {
             .as_ref()
             .and_then(|m| m.get("max_body_bytes"))
             .and_then(serde_json::Value::as_u64)
-            .unwrap_or(self.limits.max_body_bytes);
+            .map_or(self.limits.max_body_bytes, |m| {
+                m.min(self.limits.max_body_bytes)
+            });
         let declared = request
             .headers()
             .get(http::header::CONTENT_LENGTH)
@@ -632,6 +688,10 @@ impl Gateway {
                     modules,
                     outbound: Arc::new(outbound),
                     max_body_bytes: spec.max_body_bytes,
+                    memory_limit_bytes: spec
+                        .memory_limit_mb
+                        .map(|mb| usize::try_from(mb << 20).unwrap_or(usize::MAX)),
+                    timeout: spec.timeout_ms.map(Duration::from_millis),
                     kv: Arc::new(kv),
                 },
                 readied: Instant::now(),
@@ -654,6 +714,136 @@ struct Trace {
     module: Option<String>,
     route_cache: Option<CacheOutcome>,
     module_cache: Option<CacheOutcome>,
+}
+
+/// Largest request body read whole before the guest gets a slot.
+const PRE_READ_BYTES: u64 = 64 * 1024;
+
+/// `request` once its client has shown it is sending: a body declared at
+/// most [`PRE_READ_BYTES`] long is read whole (a client sending it a byte
+/// a second holds a connection, never an instance slot); any other body is
+/// read to its first piece, which goes back in front of the rest (a
+/// streaming client's first message starts its guest). `Err` when the body
+/// failed (the watch on it says why).
+async fn pre_read(request: Request<Body>) -> Result<Request<Body>, ()> {
+    use http_body_util::BodyExt;
+    let declared = request
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let (parts, mut body) = request.into_parts();
+    if http_body::Body::is_end_stream(&body) {
+        return Ok(Request::from_parts(parts, body));
+    }
+    if declared.is_some_and(|n| n <= PRE_READ_BYTES) {
+        let mut whole = bytes::BytesMut::new();
+        let mut trailers = None;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(drop)?;
+            match frame.into_data() {
+                Ok(data) => whole.extend_from_slice(&data),
+                Err(frame) => trailers = frame.into_trailers().ok(),
+            }
+        }
+        let body = http_body_util::Full::new(whole.freeze())
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        let body = match trailers {
+            Some(trailers) => body
+                .with_trailers(async move { Some(Ok(trailers)) })
+                .boxed_unsync(),
+            None => body,
+        };
+        return Ok(Request::from_parts(parts, body));
+    }
+    let first = match body.frame().await {
+        None => return Ok(Request::from_parts(parts, crate::body::empty())),
+        Some(frame) => frame.map_err(drop)?,
+    };
+    let first = futures::stream::once(async move { Ok::<_, crate::body::BoxError>(first) });
+    let rest = http_body_util::BodyStream::new(body);
+    let body =
+        http_body_util::StreamBody::new(futures::StreamExt::chain(first, rest)).boxed_unsync();
+    Ok(Request::from_parts(parts, body))
+}
+
+/// The host a request is for: the URI's authority when the request line
+/// (absolute form) or HTTP/2 gave one, which wins over `Host` (RFC 9112
+/// §3.2.2); else its `Host` header. `None` when it names none (no header,
+/// or an empty one): the any-host routes serve it, unless the policy
+/// requires a host.
+///
+/// On the listener a second `Host` header, or a value that is not
+/// `host[:port]` (a space, `/`, `@`, a bad IPv6 literal), is a 400: a proxy
+/// in front and wasmgate must never disagree on which host a request is for.
+pub fn request_host<B>(
+    request: &Request<B>,
+    policy: HostPolicy,
+) -> Result<Option<String>, GatewayError> {
+    let mut values = request.headers().get_all(http::header::HOST).iter();
+    let header = values.next();
+    if values.next().is_some() && policy != HostPolicy::Trigger {
+        return Err(GatewayError::BadRequest(
+            "the request has more than one Host header".into(),
+        ));
+    }
+    let host = match request.uri().authority() {
+        Some(authority) => Some(authority.as_str().to_string()),
+        None => match header {
+            Some(value) => {
+                let text = String::from_utf8_lossy(value.as_bytes());
+                if policy != HostPolicy::Trigger && !valid_host_header(&text) {
+                    return Err(GatewayError::BadRequest(
+                        "the Host header is not a host name or address with an optional port"
+                            .into(),
+                    ));
+                }
+                Some(text.into_owned()).filter(|v| !v.is_empty())
+            }
+            None => None,
+        },
+    };
+    if host.is_none() && policy == HostPolicy::Required {
+        return Err(GatewayError::BadRequest(
+            "the request has no Host header (HTTP/1.1 requires one)".into(),
+        ));
+    }
+    Ok(host)
+}
+
+/// Whether `value` is a `Host` field value (RFC 9110 §7.2): empty, or a
+/// DNS-style name, an IPv4 address or a bracketed IPv6 address, with an
+/// optional port. Stricter than RFC 3986's reg-name on purpose: routes
+/// name DNS hosts, and sub-delimiters or escapes in a host only ever come
+/// from a client probing for a parser that reads them differently.
+pub fn valid_host_header(value: &str) -> bool {
+    let (host, port) = if let Some(rest) = value.strip_prefix('[') {
+        let Some((address, after)) = rest.split_once(']') else {
+            return false;
+        };
+        if address.parse::<std::net::Ipv6Addr>().is_err() {
+            return false;
+        }
+        match after {
+            "" => return true,
+            _ => match after.strip_prefix(':') {
+                Some(port) => ("ipv6", port),
+                None => return false,
+            },
+        }
+    } else {
+        match value.split_once(':') {
+            Some((host, port)) => (host, port),
+            None => (value, ""),
+        }
+    };
+    let host_ok = host == "ipv6"
+        || (host.len() <= 254
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')));
+    host_ok && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// A random 128-bit id, as 32 hex digits.

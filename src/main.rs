@@ -502,6 +502,19 @@ fn print_history(history: &RouteHistory) {
                 if !spec.bindings.is_empty() {
                     println!("           bindings: {}", spec.summary());
                 }
+                let mut limits = Vec::new();
+                if let Some(mb) = spec.memory_limit_mb {
+                    limits.push(format!("memory {mb} MiB"));
+                }
+                if let Some(ms) = spec.timeout_ms {
+                    limits.push(format!("timeout {ms} ms"));
+                }
+                if let Some(bytes) = spec.max_body_bytes {
+                    limits.push(format!("body {bytes} bytes"));
+                }
+                if !limits.is_empty() {
+                    println!("           limits: {}", limits.join(", "));
+                }
             }
             Err(error) => println!("           bindings: unreadable ({error})"),
         }

@@ -44,6 +44,8 @@ pub struct Metrics {
     outbound_denied: AtomicU64,
     limits_refused: AtomicU64,
     route_table_reads: AtomicU64,
+    guest_log_dropped_bytes: AtomicU64,
+    admin_refusals: AtomicU64,
     cold_start: AtomicBool,
 }
 
@@ -74,6 +76,8 @@ impl Metrics {
             outbound_denied: AtomicU64::new(0),
             limits_refused: AtomicU64::new(0),
             route_table_reads: AtomicU64::new(0),
+            guest_log_dropped_bytes: AtomicU64::new(0),
+            admin_refusals: AtomicU64::new(0),
             cold_start: AtomicBool::new(true),
         }
     }
@@ -117,6 +121,17 @@ impl Metrics {
     /// every candidate route, or the read of a hand-set pointer's versions.
     pub fn route_table_read(&self) {
         self.route_table_reads.fetch_add(1, Relaxed);
+    }
+
+    /// Counts guest output dropped past a request's log cap.
+    pub fn guest_log_dropped(&self, bytes: u64) {
+        self.guest_log_dropped_bytes.fetch_add(bytes, Relaxed);
+    }
+
+    /// Counts an admin API request refused for its token (missing, wrong,
+    /// or from an address over its failure budget).
+    pub fn admin_refused(&self) {
+        self.admin_refusals.fetch_add(1, Relaxed);
     }
 
     /// The Prometheus text exposition (format 0.0.4) of every counter.
@@ -192,6 +207,20 @@ impl Metrics {
             "Route table lookups (DynamoDB or SQLite): one per route cache miss, every candidate route in one batched read.",
         );
         let _ = writeln!(o, "{name} {}", self.route_table_reads.load(Relaxed));
+        let name = family(
+            o,
+            "wasmgate_guest_log_dropped_bytes_total",
+            "counter",
+            "Guest stdout/stderr bytes dropped past a request's log cap.",
+        );
+        let _ = writeln!(o, "{name} {}", self.guest_log_dropped_bytes.load(Relaxed));
+        let name = family(
+            o,
+            "wasmgate_admin_auth_refusals_total",
+            "counter",
+            "Admin API and metrics requests refused for their token (401, 429).",
+        );
+        let _ = writeln!(o, "{name} {}", self.admin_refusals.load(Relaxed));
         for (metric, value, help) in [
             (
                 "wasmgate_instances_running",

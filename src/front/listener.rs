@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 
 use crate::admin::AdminApi;
 use crate::body::BoxError;
-use crate::gateway::{Gateway, MAX_REQUEST_LINE, RequestInfo};
+use crate::gateway::{Gateway, HostPolicy, MAX_REQUEST_LINE, RequestInfo};
 
 /// How long a client has to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -135,12 +135,19 @@ async fn handle(
         .headers()
         .get("x-forwarded-proto")
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+    // RFC 9112 §3.2: an HTTP/1.1 request without a Host is a 400; HTTP/1.0
+    // may leave it out (the any-host routes serve it).
+    let host_policy = if request.version() >= http::Version::HTTP_11 {
+        HostPolicy::Required
+    } else {
+        HostPolicy::Optional
+    };
     let request = request.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed_unsync());
     if request.uri().path() == METRICS_PATH && request.method() == http::Method::GET {
         if let Some(admin) = admin
-            && !admin.authorized(&request)
+            && let Some(refused) = admin.refusal(&request, admin_client(&request, peer))
         {
-            return crate::admin::unauthorized();
+            return refused;
         }
         let mut response = hyper::Response::new(crate::body::full(gateway.prometheus_metrics()));
         response.headers_mut().insert(
@@ -152,7 +159,8 @@ async fn handle(
     if let Some(admin) = admin
         && AdminApi::owns(request.uri().path())
     {
-        return admin.handle(request).await;
+        let client = admin_client(&request, peer);
+        return admin.handle(request, client).await;
     }
     gateway
         .handle(
@@ -160,10 +168,32 @@ async fn handle(
             RequestInfo {
                 https,
                 remote_addr: Some(peer.ip().to_string()),
+                host_policy,
                 ..RequestInfo::default()
             },
         )
         .await
+}
+
+/// The address an admin request's refusals are counted against: the peer,
+/// or on Cloud Run (`K_SERVICE` set), where every peer is Google's front
+/// end, the client address that front end appended to `X-Forwarded-For`.
+fn admin_client<B>(request: &hyper::Request<B>, peer: SocketAddr) -> std::net::IpAddr {
+    static BEHIND_CLOUD_RUN: std::sync::LazyLock<bool> =
+        std::sync::LazyLock::new(|| std::env::var_os("K_SERVICE").is_some());
+    if *BEHIND_CLOUD_RUN
+        && let Some(client) = request
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .and_then(|ip| ip.trim().parse().ok())
+    {
+        return client;
+    }
+    peer.ip()
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).

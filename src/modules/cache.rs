@@ -284,12 +284,8 @@ mod tests {
     fn engine() -> Arc<WasmEngine> {
         Arc::new(
             WasmEngine::new(RuntimeLimits {
-                memory_limit_bytes: 64 << 20,
-                timeout: Duration::from_secs(5),
-                max_concurrency: 8,
                 pooling: PoolingMode::Off,
-                precompiled: true,
-                max_field_bytes: 128 << 10,
+                ..RuntimeLimits::new(64 << 20, Duration::from_secs(5), 8)
             })
             .unwrap(),
         )

@@ -3,7 +3,10 @@
 //!
 //! A put writes a temporary file and hard-links it into place, which fails
 //! when the target exists: an object is never overwritten, and two
-//! concurrent deploys of the same bytes both succeed with one file.
+//! concurrent deploys of the same bytes both succeed with one file. A
+//! process killed mid-write leaves its `.tmp-{pid}-{n}` file behind: opening
+//! the store sweeps those of processes that are gone, and any older than an
+//! hour.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -23,6 +26,17 @@ impl FsModuleStore {
     /// A store rooted at `root` (created on the first put).
     pub fn new(root: impl Into<PathBuf>) -> Self {
         FsModuleStore { root: root.into() }
+    }
+
+    /// A store rooted at `root`, with the temporary files of killed writers
+    /// swept first ([`sweep_temp_files`]).
+    pub fn open(root: impl Into<PathBuf>) -> Self {
+        let store = Self::new(root);
+        let swept = sweep_temp_files(&store.root, std::time::Duration::from_secs(3600));
+        if swept > 0 {
+            tracing::info!(files = swept, root = %store.root.display(), "swept temporary files left by killed deploys");
+        }
+        store
     }
 
     /// The file that holds `key`.
@@ -142,6 +156,53 @@ fn check_existing(path: &Path, key: &ModuleKey) -> Result<PutOutcome, StoreError
     }
 }
 
+/// Removes the `.tmp-{pid}-{n}` files under `root` (a few levels deep, as
+/// the store lays them out) whose writer is gone (no `/proc/{pid}`, on
+/// Linux) or which are older than `max_age` (a reused pid, or no `/proc`).
+/// Returns how many it removed; what it cannot read is left alone.
+pub fn sweep_temp_files(root: &Path, max_age: std::time::Duration) -> usize {
+    fn writer_gone(name: &str) -> bool {
+        let Some(pid) = name
+            .strip_prefix(".tmp-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            return false;
+        };
+        pid != std::process::id()
+            && Path::new("/proc/self").exists()
+            && !Path::new(&format!("/proc/{pid}")).exists()
+    }
+    fn walk(dir: &Path, depth: usize, max_age: std::time::Duration, swept: &mut usize) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if kind.is_dir() && depth > 0 {
+                walk(&entry.path(), depth - 1, max_age, swept);
+            } else if kind.is_file() && name.starts_with(".tmp-") {
+                let old = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > max_age);
+                if (old || writer_gone(&name)) && std::fs::remove_file(entry.path()).is_ok() {
+                    *swept += 1;
+                }
+            }
+        }
+    }
+    let mut swept = 0;
+    walk(root, 5, max_age, &mut swept);
+    swept
+}
+
 fn unique_suffix() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -155,6 +216,29 @@ fn unique_suffix() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn temp_files_of_gone_writers_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("application/wasm/10b");
+        std::fs::create_dir_all(&folder).unwrap();
+        // No process has pid 4194304 (past Linux's pid_max).
+        let gone = folder.join(".tmp-4194304-17");
+        let mine = folder.join(format!(".tmp-{}-18", std::process::id()));
+        let module = folder.join("sha256-00.wasm");
+        for file in [&gone, &mine, &module] {
+            std::fs::write(file, b"x").unwrap();
+        }
+        let swept = sweep_temp_files(dir.path(), std::time::Duration::from_secs(3600));
+        assert_eq!(swept, usize::from(Path::new("/proc/self").exists()));
+        assert!(mine.exists(), "a live writer's file stays");
+        assert!(module.exists(), "modules are never touched");
+        // Past the age bound, whoever wrote it.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        sweep_temp_files(dir.path(), std::time::Duration::from_millis(1));
+        assert!(!mine.exists() && !gone.exists());
+        assert!(module.exists());
+    }
 
     #[tokio::test]
     async fn put_then_get_and_skip_on_second_put() {

@@ -409,6 +409,7 @@ mod tests {
                 actor: "t".into(),
                 action: "deploy".into(),
                 reason: None,
+                from_version: None,
             };
             inner.flip(&route, None, &version, note).await.unwrap();
         }

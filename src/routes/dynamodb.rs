@@ -371,7 +371,7 @@ impl RouteTable for DynamoRouteTable {
         ]);
         if let Some(pointer) = expected {
             change.insert("from_module".into(), s(&pointer.module));
-            if let Some(v) = pointer.version {
+            if let Some(v) = note.from_version.or(pointer.version) {
                 change.insert("from_version".into(), n(v));
             }
         }

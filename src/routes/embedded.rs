@@ -360,7 +360,9 @@ impl RouteTable for SqliteRouteTable {
                     at,
                     note.actor,
                     note.action,
-                    current.as_ref().and_then(|(_, v)| v.map(|v| v as i64)),
+                    note.from_version
+                        .or(current.as_ref().and_then(|(_, v)| *v))
+                        .map(|v| v as i64),
                     current.as_ref().map(|(m, _)| m.clone()),
                     to.number as i64,
                     to.module,

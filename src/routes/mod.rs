@@ -157,6 +157,11 @@ pub struct ChangeNote {
     /// `deploy`, `rollback`, ...
     pub action: String,
     pub reason: Option<String>,
+    /// The version whose module is live, as the caller worked it out from
+    /// the version records; recorded as the change's `from_version` in
+    /// place of the pointer's own, which a hand edit of `module` alone
+    /// leaves naming another version. `None`: the pointer's.
+    pub from_version: Option<u64>,
 }
 
 /// One recorded move of a route's live pointer.

@@ -173,7 +173,9 @@ pub fn candidates(host: Option<&str>, path: &str) -> Vec<RouteName> {
     out
 }
 
-/// The host a request names, lowercased, without a port.
+/// The host a request names, lowercased, without a port, and without the
+/// trailing dot of a fully qualified name (`example.com.` is
+/// `example.com`).
 pub fn normalise_host(host: &str) -> String {
     let host = if host.starts_with('[') {
         // IPv6 literal: keep the brackets, drop a port after them.
@@ -181,7 +183,8 @@ pub fn normalise_host(host: &str) -> String {
             .map(|(h, _)| format!("{h}]"))
             .unwrap_or_default()
     } else {
-        host.split(':').next().unwrap_or_default().to_string()
+        let name = host.split(':').next().unwrap_or_default();
+        name.strip_suffix('.').unwrap_or(name).to_string()
     };
     host.to_ascii_lowercase()
 }

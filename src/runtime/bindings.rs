@@ -157,8 +157,14 @@ pub struct DeployMetadata {
     /// Hosts the guest may call over wasi:http (none by default), see
     /// [`crate::runtime::outbound`].
     pub allowed_outbound_hosts: Vec<String>,
-    /// This version's request body limit, instead of `WASMGATE_MAX_BODY_BYTES`.
+    /// This version's request body limit, under `WASMGATE_MAX_BODY_BYTES`.
     pub max_body_bytes: Option<u64>,
+    /// This version's memory cap for a whole instance (every memory and
+    /// table), in MiB, under `WASMGATE_MEMORY_LIMIT_MB`.
+    pub memory_limit_mb: Option<u64>,
+    /// This version's deadline per request, in milliseconds, under
+    /// `WASMGATE_TIMEOUT_MS`.
+    pub timeout_ms: Option<u64>,
 }
 
 /// Largest `max_body_bytes` a version may ask for.
@@ -179,6 +185,10 @@ struct RawMetadata {
     allowed_outbound_hosts: Vec<String>,
     #[serde(default)]
     max_body_bytes: Option<u64>,
+    #[serde(default)]
+    memory_limit_mb: Option<u64>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
 }
 
 impl DeployMetadata {
@@ -195,7 +205,7 @@ impl DeployMetadata {
         }
         let raw: RawMetadata = serde_json::from_value(value).map_err(|e| {
             MetadataError::Shape(format!(
-                "has a problem: {e} (known fields: main_module, body_part, bindings, allowed_outbound_hosts, max_body_bytes)"
+                "has a problem: {e} (known fields: main_module, body_part, bindings, allowed_outbound_hosts, max_body_bytes, memory_limit_mb, timeout_ms)"
             ))
         })?;
         let main_module = match (raw.main_module, raw.body_part) {
@@ -223,6 +233,20 @@ impl DeployMetadata {
         {
             return Err(MetadataError::Shape(format!(
                 "has max_body_bytes {limit}; it must be from 1 to {MAX_BODY_BYTES_CAP} (1 GiB)"
+            )));
+        }
+        if let Some(mb) = raw.memory_limit_mb
+            && !(1..=4096).contains(&mb)
+        {
+            return Err(MetadataError::Shape(format!(
+                "has memory_limit_mb {mb}; it must be from 1 to 4096"
+            )));
+        }
+        if let Some(ms) = raw.timeout_ms
+            && !(1..=900_000).contains(&ms)
+        {
+            return Err(MetadataError::Shape(format!(
+                "has timeout_ms {ms}; it must be from 1 to 900000"
             )));
         }
         if raw.bindings.len() > MAX_BINDINGS {
@@ -277,6 +301,8 @@ impl DeployMetadata {
             script: None,
             allowed_outbound_hosts: raw.allowed_outbound_hosts,
             max_body_bytes: raw.max_body_bytes,
+            memory_limit_mb: raw.memory_limit_mb,
+            timeout_ms: raw.timeout_ms,
         })
     }
 
@@ -355,6 +381,8 @@ impl DeployMetadata {
                 script: self.script,
                 allowed_outbound_hosts: self.allowed_outbound_hosts,
                 max_body_bytes: self.max_body_bytes,
+                memory_limit_mb: self.memory_limit_mb,
+                timeout_ms: self.timeout_ms,
                 precompiled: Vec::new(),
                 abi: None,
             },
@@ -533,6 +561,12 @@ pub struct VersionSpec {
     pub allowed_outbound_hosts: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<u64>,
+    /// The version's memory cap per instance, in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_limit_mb: Option<u64>,
+    /// The version's deadline per request, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
     /// The precompiled artifacts the deploy stored beside the main module,
     /// with their digests (see `modules/artifact.rs`). Written by wasmgate
     /// only: deploy metadata cannot set it.

@@ -11,6 +11,8 @@ use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline,
 };
 
+use super::GuestError;
+use super::admission::{Admission, AdmissionLimits, HEAVY_AFTER, LanePermit, SlotPermit};
 use super::host::{HostState, MemoryLimiter};
 use super::wagi::WagiState;
 
@@ -35,6 +37,44 @@ pub struct RuntimeLimits {
     /// wasi:http's limit on one set of fields (headers or trailers), in
     /// bytes of their in-memory form (`WASMGATE_MAX_FIELD_BYTES`).
     pub max_field_bytes: usize,
+    /// Most slots one route holds (`WASMGATE_ROUTE_MAX_CONCURRENCY`).
+    pub route_max_concurrency: u32,
+    /// Longest wait for a slot (`WASMGATE_QUEUE_TIMEOUT_MS`).
+    pub queue_timeout: Duration,
+    /// CPU lanes for long-running guests (`WASMGATE_CPU_LANES`).
+    pub cpu_lanes: u32,
+    /// All guests' memory together (`WASMGATE_GUEST_MEMORY_MB`).
+    pub guest_memory_bytes: usize,
+    /// Largest request body (`WASMGATE_MAX_BODY_BYTES`): the cap of a
+    /// version's `max_body_bytes`.
+    pub max_body_bytes: u64,
+}
+
+impl RuntimeLimits {
+    /// Limits for `max_concurrency` instances of at most
+    /// `memory_limit_bytes` each, running at most `timeout`, with the other
+    /// settings at their defaults.
+    pub fn new(memory_limit_bytes: usize, timeout: Duration, max_concurrency: u32) -> Self {
+        RuntimeLimits {
+            memory_limit_bytes,
+            timeout,
+            max_concurrency,
+            pooling: PoolingMode::Auto,
+            precompiled: true,
+            max_field_bytes: 128 * 1024,
+            route_max_concurrency: default_route_share(max_concurrency),
+            queue_timeout: Duration::from_secs(1),
+            cpu_lanes: super::admission::default_cpu_lanes(),
+            guest_memory_bytes: super::admission::default_guest_memory_bytes(),
+            max_body_bytes: crate::config::DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+}
+
+/// Default of `WASMGATE_ROUTE_MAX_CONCURRENCY`: three quarters of the
+/// slots, at least one.
+pub fn default_route_share(max_concurrency: u32) -> u32 {
+    (max_concurrency.saturating_mul(3) / 4).max(1)
 }
 
 /// Use of wasmtime's pooling instance allocator.
@@ -60,7 +100,7 @@ pub struct WasmEngine {
     portable: bool,
     /// Names the code this engine makes; `None` with precompiled artifacts off.
     artifact_id: Option<String>,
-    slots: Arc<tokio::sync::Semaphore>,
+    admission: Arc<Admission>,
     _ticker: EpochTicker,
 }
 
@@ -101,7 +141,13 @@ impl WasmEngine {
             pooling,
             portable,
             artifact_id,
-            slots: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrency as usize)),
+            admission: Arc::new(Admission::new(AdmissionLimits {
+                slots: limits.max_concurrency,
+                route_slots: limits.route_max_concurrency,
+                queue_timeout: limits.queue_timeout,
+                cpu_lanes: limits.cpu_lanes,
+                guest_memory_bytes: limits.guest_memory_bytes,
+            })),
             limits,
             _ticker: ticker,
         })
@@ -137,30 +183,68 @@ impl WasmEngine {
 
     /// Guest instances alive now (slots taken).
     pub fn instances_running(&self) -> u64 {
-        (self.limits.max_concurrency as u64).saturating_sub(self.slots.available_permits() as u64)
+        self.admission.in_use()
     }
 
-    /// Waits for an instance slot; the permit is held until the store is gone.
-    pub(crate) async fn acquire_slot(&self) -> tokio::sync::OwnedSemaphorePermit {
-        self.slots
-            .clone()
-            .acquire_owned()
+    /// The slots, lanes and memory budget guests share.
+    pub fn admission(&self) -> &Arc<Admission> {
+        &self.admission
+    }
+
+    /// Waits for an instance slot for a guest of `route` (see
+    /// [`Admission::acquire`]); the permit is held until the store is gone.
+    pub(crate) async fn acquire_slot(
+        &self,
+        route: &str,
+        deadline: Instant,
+    ) -> Result<SlotPermit, GuestError> {
+        self.admission
+            .acquire(route, deadline)
             .await
-            .expect("BUG: the instance semaphore is never closed")
+            .map_err(|_| GuestError::Busy(self.limits.max_concurrency))
     }
 
     /// A fresh store for one request: memory limiter installed, and an epoch
-    /// callback that yields every tick and interrupts the guest at `deadline`.
-    pub(crate) fn new_store<T: Limited>(&self, state: T, deadline: Instant) -> Store<T> {
+    /// callback that interrupts the guest at `deadline` and otherwise
+    /// yields every tick; past [`HEAVY_AFTER`] ticks, the guest takes its
+    /// turn on a CPU lane of `route`'s before it goes on (see
+    /// [`super::admission`]).
+    pub(crate) fn new_store<T: Limited>(
+        &self,
+        state: T,
+        deadline: Instant,
+        route: &str,
+    ) -> Store<T> {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| state.limiter());
         store.set_epoch_deadline(1);
+        let lanes = self.admission.lanes().clone();
+        let route: Arc<str> = Arc::from(route);
+        let mut ticks: u32 = 0;
+        let lane: Arc<std::sync::Mutex<Option<LanePermit>>> = Arc::default();
         store.epoch_deadline_callback(move |_| {
             if Instant::now() >= deadline {
-                Ok(UpdateDeadline::Interrupt)
-            } else {
-                Ok(UpdateDeadline::Yield(1))
+                return Ok(UpdateDeadline::Interrupt);
             }
+            ticks = ticks.saturating_add(1);
+            if ticks <= HEAVY_AFTER {
+                return Ok(UpdateDeadline::Yield(1));
+            }
+            // Give the lane back (the next in line runs) and wait for a
+            // turn again, at most until the deadline.
+            drop(lane.lock().unwrap_or_else(|e| e.into_inner()).take());
+            let turn = lanes.acquire(&route);
+            let lane = lane.clone();
+            Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(async move {
+                    // A lane free at once must still let other tasks run.
+                    tokio::task::yield_now().await;
+                    if let Ok(Some(permit)) = tokio::time::timeout_at(deadline.into(), turn).await {
+                        *lane.lock().unwrap_or_else(|e| e.into_inner()) = Some(permit);
+                    }
+                }),
+            ))
         });
         store
     }
@@ -284,7 +368,9 @@ fn base_config() -> Config {
 }
 
 fn pooling_config(limits: &RuntimeLimits) -> Config {
-    let n = limits.max_concurrency.max(1);
+    // Room beyond the slots for the deploy-time link checks, which
+    // instantiate without one.
+    let n = limits.max_concurrency.max(1).saturating_add(4);
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(n)
         // A component holds a few core instances, memories and tables.
@@ -375,12 +461,8 @@ mod tests {
 
     fn engine(pooling: PoolingMode) -> WasmEngine {
         WasmEngine::new(RuntimeLimits {
-            memory_limit_bytes: 64 << 20,
-            timeout: Duration::from_secs(5),
-            max_concurrency: 4,
             pooling,
-            precompiled: true,
-            max_field_bytes: 128 << 10,
+            ..RuntimeLimits::new(64 << 20, Duration::from_secs(5), 4)
         })
         .unwrap()
     }

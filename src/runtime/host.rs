@@ -15,6 +15,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use super::Grants;
+use super::admission::MemoryBudget;
 use super::outbound::OutboundPolicy;
 use super::wasi_config::{ConfigValues, ConfigView};
 use super::wasi_keyvalue::{KvGrants, KvView};
@@ -42,11 +43,13 @@ impl HostState {
         field_size_limit: usize,
         grants: &Grants,
         deadline: std::time::Instant,
+        budget: Arc<MemoryBudget>,
     ) -> Self {
+        let log_budget = LogBudget::new(request_id);
         let mut wasi = WasiCtx::builder();
         wasi.envs(&grants.env)
-            .stdout(GuestLog::new(request_id, "stdout"))
-            .stderr(GuestLog::new(request_id, "stderr"))
+            .stdout(GuestLog::new(&log_budget, "stdout"))
+            .stderr(GuestLog::new(&log_budget, "stderr"))
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
@@ -63,7 +66,7 @@ impl HostState {
             },
             config: grants.config.clone(),
             kv: grants.kv.clone(),
-            limiter: MemoryLimiter::new(memory_limit),
+            limiter: MemoryLimiter::new(memory_limit, budget),
         }
     }
 
@@ -177,28 +180,46 @@ impl WasiHttpHooks for OutboundHooks {
 }
 
 /// Caps the instance's linear memories, together, at `limit` bytes (and its
-/// tables likewise) and remembers whether the guest ran into the cap, so a
-/// resulting trap can be reported as what it is.
+/// tables likewise), takes their growth from the budget all guests share,
+/// and remembers which of the two the guest ran into, so a resulting trap
+/// can be reported as what it is.
 pub(crate) struct MemoryLimiter {
     limit: usize,
     memory_total: usize,
     table_total: usize,
     hit: Arc<AtomicBool>,
+    budget: Arc<MemoryBudget>,
+    budget_hit: Arc<AtomicBool>,
 }
 
 impl MemoryLimiter {
-    pub(crate) fn new(limit: usize) -> Self {
+    pub(crate) fn new(limit: usize, budget: Arc<MemoryBudget>) -> Self {
         MemoryLimiter {
             limit,
             memory_total: 0,
             table_total: 0,
             hit: Arc::new(AtomicBool::new(false)),
+            budget,
+            budget_hit: Arc::new(AtomicBool::new(false)),
         }
     }
 
     /// A flag that turns true once the guest asked for more than its limit.
     pub(crate) fn hit_flag(&self) -> Arc<AtomicBool> {
         self.hit.clone()
+    }
+
+    /// A flag that turns true once a growth within the guest's own limit
+    /// found the shared budget spent: the host's capacity, not the guest's
+    /// fault.
+    pub(crate) fn budget_flag(&self) -> Arc<AtomicBool> {
+        self.budget_hit.clone()
+    }
+}
+
+impl Drop for MemoryLimiter {
+    fn drop(&mut self) {
+        self.budget.release(self.memory_total);
     }
 }
 
@@ -215,6 +236,10 @@ impl ResourceLimiter for MemoryLimiter {
             .saturating_add(desired);
         if total > self.limit || maximum.is_some_and(|max| desired > max) {
             self.hit.store(true, Ordering::Relaxed);
+            return Ok(false);
+        }
+        if !self.budget.reserve(total.saturating_sub(self.memory_total)) {
+            self.budget_hit.store(true, Ordering::Relaxed);
             return Ok(false);
         }
         self.memory_total = total;
@@ -252,23 +277,87 @@ struct GuestLogInner {
     request_id: String,
     stream: &'static str,
     pending: Mutex<Vec<u8>>,
+    budget: Arc<LogBudget>,
 }
 
 /// Longest line kept whole; longer output is logged in pieces of this size.
 const MAX_GUEST_LOG_LINE: usize = 16 * 1024;
 
+/// Most a request's guest may log, stdout and stderr together: a guest
+/// writing a GiB to stderr must not write a GiB of logs (and their
+/// ingestion bill). Past it, output is dropped, counted
+/// (`wasmgate_guest_log_dropped_bytes_total`) and said once per request.
+pub const MAX_GUEST_LOG_BYTES: usize = 1024 * 1024;
+
+/// What is left of a request's log cap, shared by its streams.
+pub(crate) struct LogBudget {
+    request_id: String,
+    left: std::sync::atomic::AtomicUsize,
+    dropped: std::sync::atomic::AtomicU64,
+}
+
+impl LogBudget {
+    pub(crate) fn new(request_id: &str) -> Arc<Self> {
+        Arc::new(LogBudget {
+            request_id: request_id.to_string(),
+            left: std::sync::atomic::AtomicUsize::new(MAX_GUEST_LOG_BYTES),
+            dropped: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// How many of `wanted` bytes may still be logged; the rest is dropped.
+    fn take(&self, wanted: usize) -> usize {
+        let granted = match self
+            .left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                Some(left - left.min(wanted))
+            }) {
+            Ok(left) | Err(left) => left.min(wanted),
+        };
+        let dropped = (wanted - granted) as u64;
+        if dropped > 0 {
+            if self.dropped.fetch_add(dropped, Ordering::Relaxed) == 0 {
+                tracing::warn!(
+                    request_id = %self.request_id,
+                    cap_bytes = MAX_GUEST_LOG_BYTES,
+                    "the guest's output reached the log cap of a request; the rest is dropped"
+                );
+            }
+            crate::metrics::METRICS.guest_log_dropped(dropped);
+        }
+        granted
+    }
+}
+
+impl Drop for LogBudget {
+    fn drop(&mut self) {
+        let dropped = *self.dropped.get_mut();
+        if dropped > 0 {
+            tracing::warn!(
+                request_id = %self.request_id,
+                dropped_bytes = dropped,
+                "guest output dropped past the log cap"
+            );
+        }
+    }
+}
+
 impl GuestLog {
-    pub(crate) fn new(request_id: &str, stream: &'static str) -> Self {
+    /// The `stream` of a request whose streams share `budget`.
+    pub(crate) fn new(budget: &Arc<LogBudget>, stream: &'static str) -> Self {
         GuestLog {
             inner: Arc::new(GuestLogInner {
-                request_id: request_id.to_string(),
+                request_id: budget.request_id.clone(),
                 stream,
                 pending: Mutex::new(Vec::new()),
+                budget: budget.clone(),
             }),
         }
     }
 
-    fn write(&self, mut bytes: &[u8]) {
+    fn write(&self, bytes: &[u8]) {
+        let granted = self.inner.budget.take(bytes.len());
+        let mut bytes = &bytes[..granted];
         let mut pending = self
             .inner
             .pending

@@ -11,6 +11,7 @@
 //! sockets, no outbound HTTP. Every instance runs under the memory limit and
 //! the wall-clock deadline of [`RuntimeLimits`].
 
+pub mod admission;
 pub mod bindings;
 mod engine;
 mod host;
@@ -23,7 +24,8 @@ mod wasi_keyvalue;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use engine::{EPOCH_TICK, PoolingMode, RuntimeLimits, WasmEngine};
+pub use engine::{EPOCH_TICK, PoolingMode, RuntimeLimits, WasmEngine, default_route_share};
+pub use host::MAX_GUEST_LOG_BYTES;
 pub use wagi::{LibraryModule, MAX_WAGI_OUTPUT, WagiModule, parse_cgi};
 pub use wasi_config::ConfigValues;
 pub use wasi_http::HttpComponent;
@@ -116,6 +118,10 @@ pub struct Grants {
     pub outbound: Arc<outbound::OutboundPolicy>,
     /// The version's own request body limit, if it sets one.
     pub max_body_bytes: Option<u64>,
+    /// The version's own memory cap per instance, if it sets one.
+    pub memory_limit_bytes: Option<usize>,
+    /// The version's own deadline per request, if it sets one.
+    pub timeout: Option<Duration>,
     /// What `wasi:config/store` answers: the same values as `env`.
     pub config: ConfigValues,
     /// The key-value namespaces `wasi:keyvalue` opens.
@@ -144,6 +150,9 @@ pub struct Invocation {
     /// The request body limit that applies (a WAGI module's stdin is
     /// buffered up to it).
     pub max_body_bytes: u64,
+    /// The version's memory cap for the whole instance, in bytes (its
+    /// `memory_limit_mb`, else `WASMGATE_MEMORY_LIMIT_MB`).
+    pub memory_limit_bytes: usize,
 }
 
 /// Why bytes cannot be served.
@@ -184,6 +193,14 @@ pub enum GuestError {
     ErrorCode(String),
     #[error("all {0} instance slots stayed busy until the deadline")]
     Busy(u32),
+    /// The pooling allocator had no instance left: the host's capacity,
+    /// never the guest's fault.
+    #[error("the instance pool is exhausted: {0}")]
+    PoolExhausted(String),
+    /// A growth within the guest's own limit found the memory all guests
+    /// share spent (`WASMGATE_GUEST_MEMORY_MB`): capacity, not a fault.
+    #[error("the memory all guests share (WASMGATE_GUEST_MEMORY_MB) is spent")]
+    MemoryBudget,
     #[error("the request cannot be handed to the function: {0}")]
     BadRequest(String),
     #[error("the request body is larger than the limit of {0} bytes")]

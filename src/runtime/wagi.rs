@@ -28,8 +28,9 @@ use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 
+use super::admission::Reservation;
 use super::engine::Limited;
-use super::host::{GuestLog, MemoryLimiter};
+use super::host::{GuestLog, LogBudget, MemoryLimiter};
 use super::wasi_http::classify;
 use super::{Grants, GuestError, Invocation, LoadError, WasmEngine};
 use crate::body::{self, Body};
@@ -220,9 +221,12 @@ impl WagiModule {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let state = WagiState {
             wasi: WasiCtxBuilder::new().build_p1(),
-            limiter: MemoryLimiter::new(engine.limits().memory_limit_bytes),
+            limiter: MemoryLimiter::new(
+                engine.limits().memory_limit_bytes,
+                engine.admission().memory().clone(),
+            ),
         };
-        let mut store = engine.new_store(state, deadline);
+        let mut store = engine.new_store(state, deadline, "");
         self.instantiate(engine, &mut store, modules)
             .await
             .map(drop)
@@ -281,15 +285,14 @@ impl WagiModule {
         let budget = invocation.budget;
         let (parts, body) = request.into_parts();
         // A body still arriving at the deadline is the client's slowness.
+        let mut body_hold = engine.admission().memory().hold();
         let body = tokio::time::timeout_at(
             deadline.into(),
-            read_body(&parts, body, invocation.max_body_bytes),
+            read_body(&parts, body, invocation.max_body_bytes, &mut body_hold),
         )
         .await
         .map_err(|_| GuestError::RequestTimeout)??;
-        let permit = tokio::time::timeout_at(deadline.into(), engine.acquire_slot())
-            .await
-            .map_err(|_| GuestError::Busy(engine.limits().max_concurrency))?;
+        let permit = engine.acquire_slot(&invocation.route, deadline).await?;
 
         let env = cgi_environment(&parts, body.len(), invocation, &grants.env);
         let stdout = CgiOutput::default();
@@ -298,14 +301,18 @@ impl WagiModule {
             .envs(&env)
             .stdin(MemoryInputPipe::new(body))
             .stdout(stdout.clone())
-            .stderr(GuestLog::new(&invocation.request_id, "stderr"));
-        let memory_limit = engine.limits().memory_limit_bytes;
+            .stderr(GuestLog::new(
+                &LogBudget::new(&invocation.request_id),
+                "stderr",
+            ));
+        let memory_limit = invocation.memory_limit_bytes;
         let state = WagiState {
             wasi: wasi.build_p1(),
-            limiter: MemoryLimiter::new(memory_limit),
+            limiter: MemoryLimiter::new(memory_limit, engine.admission().memory().clone()),
         };
-        let mut store = engine.new_store(state, deadline);
+        let mut store = engine.new_store(state, deadline, &invocation.route);
         let memory_hit = store.data().limiter.hit_flag();
+        let budget_hit = store.data().limiter.budget_flag();
 
         let run = async {
             let instance = match self.instantiate(engine, &mut store, &grants.modules).await {
@@ -313,11 +320,15 @@ impl WagiModule {
                 // A start function that trapped, ran out of time or memory
                 // is the guest's failure; anything else is a link failure.
                 Err(error)
-                    if error.is::<wasmtime::Trap>() || memory_hit.load(Ordering::Relaxed) =>
+                    if error.is::<wasmtime::Trap>()
+                        || error.is::<wasmtime::PoolConcurrencyLimitError>()
+                        || memory_hit.load(Ordering::Relaxed)
+                        || budget_hit.load(Ordering::Relaxed) =>
                 {
                     return Err(classify(
                         error,
                         memory_hit.load(Ordering::Relaxed),
+                        budget_hit.load(Ordering::Relaxed),
                         memory_limit,
                         budget,
                     ));
@@ -336,6 +347,7 @@ impl WagiModule {
                     None => Err(classify(
                         error,
                         memory_hit.load(Ordering::Relaxed),
+                        budget_hit.load(Ordering::Relaxed),
                         memory_limit,
                         budget,
                     )),
@@ -456,10 +468,15 @@ fn link_message(error: wasmtime::Error) -> String {
 
 /// Reads the whole request body, refusing one over `limit` before reading
 /// it when its length is declared.
+/// Reads the whole body (a CGI guest's stdin), up to `limit`, holding its
+/// bytes from the memory budget all guests share: a hundred uploads
+/// buffered at once are a 503 when the budget is spent, not the host's
+/// memory.
 async fn read_body(
     parts: &http::request::Parts,
     body: Body,
     limit: u64,
+    hold: &mut Reservation,
 ) -> Result<Bytes, GuestError> {
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     let declared = parts
@@ -479,6 +496,9 @@ async fn read_body(
         if let Ok(data) = frame.into_data() {
             if buffer.len() + data.len() > limit {
                 return Err(GuestError::PayloadTooLarge(limit));
+            }
+            if !hold.grow(data.len()) {
+                return Err(GuestError::MemoryBudget);
             }
             buffer.extend_from_slice(&data);
         }

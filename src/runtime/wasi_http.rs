@@ -74,6 +74,33 @@ fn authority_of<B>(request: &http::Request<B>) -> Option<String> {
         })
 }
 
+/// The authority a request that names no usable host reaches a component
+/// with (wasi:http has no request without one): HTTP/1.0 without `Host`, an
+/// ALB health check, the console's test event.
+pub const DEFAULT_AUTHORITY: &str = "localhost";
+
+/// Gives `request` the URI authority [`DEFAULT_AUTHORITY`] when neither its
+/// URI nor its `Host` header names a usable one.
+fn ensure_authority<B>(request: &mut http::Request<B>, https: bool) {
+    let usable = authority_of(request).is_some_and(|a| a.parse::<http::uri::Authority>().is_ok());
+    if usable {
+        return;
+    }
+    let mut parts = request.uri().clone().into_parts();
+    parts.scheme = Some(if https {
+        http::uri::Scheme::HTTPS
+    } else {
+        http::uri::Scheme::HTTP
+    });
+    parts.authority = Some(http::uri::Authority::from_static(DEFAULT_AUTHORITY));
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    if let Ok(uri) = http::Uri::from_parts(parts) {
+        *request.uri_mut() = uri;
+    }
+}
+
 /// Sets the route headers on `request` (see [`ROUTE_HEADERS`]).
 fn set_route_headers(request: &mut http::Request<Body>, invocation: &Invocation) {
     use http::HeaderValue;
@@ -207,23 +234,26 @@ impl HttpComponent {
         invocation: &Invocation,
         grants: &Grants,
     ) -> Result<http::Response<Body>, GuestError> {
-        let permit = tokio::time::timeout_at(invocation.deadline.into(), engine.acquire_slot())
-            .await
-            .map_err(|_| GuestError::Busy(engine.limits().max_concurrency))?;
+        let permit = engine
+            .acquire_slot(&invocation.route, invocation.deadline)
+            .await?;
         let limits = engine.limits();
+        let memory_limit = invocation.memory_limit_bytes;
         let state = HostState::new(
             &invocation.request_id,
-            limits.memory_limit_bytes,
+            memory_limit,
             limits.max_field_bytes,
             grants,
             invocation.deadline,
+            engine.admission().memory().clone(),
         );
-        let mut store = engine.new_store(state, invocation.deadline);
+        let mut store = engine.new_store(state, invocation.deadline, &invocation.route);
         let memory_hit = store.data().limiter.hit_flag();
-        let memory_limit = limits.memory_limit_bytes;
+        let budget_hit = store.data().limiter.budget_flag();
         let budget = invocation.budget;
         let deadline = invocation.deadline;
         let mut request = request;
+        ensure_authority(&mut request, invocation.https);
         set_route_headers(&mut request, invocation);
         let request = request.map(|body| {
             body.map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(e.to_string())))
@@ -234,6 +264,7 @@ impl HttpComponent {
                 Ok(Err(error)) => Err(classify(
                     error,
                     memory_hit.load(Ordering::Relaxed),
+                    budget_hit.load(Ordering::Relaxed),
                     memory_limit,
                     budget,
                 )),
@@ -261,16 +292,22 @@ impl HttpComponent {
                 let pre = pre.clone();
                 // The guest runs in its own task so it can keep writing the
                 // body after the response head has gone out.
+                let mut slot = Slot {
+                    store,
+                    _permit: permit,
+                };
                 let task = tokio::spawn(async move {
-                    let _permit = permit;
+                    let store = &mut slot.store;
                     let run = async {
-                        let proxy = pre.instantiate_async(&mut store).await?;
+                        let proxy = pre.instantiate_async(&mut *store).await?;
                         proxy
                             .wasi_http_incoming_handler()
-                            .call_handle(&mut store, req, out)
+                            .call_handle(&mut *store, req, out)
                             .await
                     };
-                    outcome(tokio::time::timeout_at(deadline.into(), run).await)
+                    let result = outcome(tokio::time::timeout_at(deadline.into(), run).await);
+                    drop(slot);
+                    result
                 });
                 let guard = AbortOnDrop(Some(task.abort_handle()));
                 let response = match receiver.await {
@@ -288,10 +325,14 @@ impl HttpComponent {
                 let request = absolute_uri(request, invocation.https);
                 let (sender, receiver) = tokio::sync::oneshot::channel();
                 let pre = pre.clone();
+                let mut slot = Slot {
+                    store,
+                    _permit: permit,
+                };
                 let task = tokio::spawn(async move {
-                    let _permit = permit;
+                    let store = &mut slot.store;
                     let run = async {
-                        let service = pre.instantiate_async(&mut store).await?;
+                        let service = pre.instantiate_async(&mut *store).await?;
                         store
                             .run_concurrent(async move |accessor| {
                                 // The incoming request's headers are checked
@@ -321,7 +362,9 @@ impl HttpComponent {
                             })
                             .await?
                     };
-                    outcome(tokio::time::timeout_at(deadline.into(), run).await)
+                    let result = outcome(tokio::time::timeout_at(deadline.into(), run).await);
+                    drop(slot);
+                    result
                 });
                 let guard = AbortOnDrop(Some(task.abort_handle()));
                 let response = match receiver.await {
@@ -355,6 +398,15 @@ impl HttpComponent {
             Err(error) => Err(error),
         }
     }
+}
+
+/// A guest's store and the instance slot it holds. The store goes first
+/// (fields drop in order), whether the task ends or is aborted: its pool
+/// instance must be back before the slot is offered again, or the next
+/// request finds the pool full (wasmtime's "maximum concurrent limit").
+struct Slot {
+    store: wasmtime::Store<HostState>,
+    _permit: super::admission::SlotPermit,
 }
 
 /// Stops the guest task when the request is dropped (the client went away)
@@ -495,12 +547,17 @@ impl Drop for GuestBody {
 pub(super) fn classify(
     error: wasmtime::Error,
     memory_hit: bool,
+    budget_hit: bool,
     memory_limit: usize,
     budget: std::time::Duration,
 ) -> GuestError {
+    if error.is::<wasmtime::PoolConcurrencyLimitError>() {
+        return GuestError::PoolExhausted(format!("{error:#}"));
+    }
     match error.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => GuestError::Timeout(budget),
         _ if memory_hit => GuestError::MemoryLimit(memory_limit),
+        _ if budget_hit => GuestError::MemoryBudget,
         _ => GuestError::Trap(format!("{error:#}")),
     }
 }

@@ -296,6 +296,7 @@ async fn flips_from_the_same_read_on_dynamodb_one_wins_the_others_conflict() {
         actor: actor.into(),
         action: "rollback".into(),
         reason: None,
+        from_version: None,
     };
     handles[0]
         .flip(&route, None, &versions[0], note("setup"))
@@ -384,6 +385,7 @@ async fn one_batch_lookup_finds_the_most_specific_route() {
             actor: "t".into(),
             action: "deploy".into(),
             reason: None,
+            from_version: None,
         };
         table.flip(&route, None, &version, note).await.unwrap();
     }

@@ -54,6 +54,10 @@ pub fn settings(data_dir: &Path) -> Settings {
         // Generous: a cold compile counts against it, and CI machines are busy.
         timeout_ms: 20_000,
         max_concurrency: 64,
+        route_max_concurrency: None,
+        queue_timeout_ms: 1_000,
+        cpu_lanes: None,
+        guest_memory_mb: None,
         module_cache_size: 16,
         pooling: PoolingMode::Auto,
         precompiled: Toggle::On,

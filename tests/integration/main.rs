@@ -19,3 +19,4 @@ mod moto;
 mod operations;
 mod pointer;
 mod serve;
+mod tenants;

@@ -412,6 +412,7 @@ async fn a_rollback_after_an_ended_rollout_goes_to_the_version_live_before() {
         actor: "test".into(),
         action: "promote".into(),
         reason: None,
+        from_version: None,
     };
     let error = backends
         .table

@@ -13,6 +13,7 @@ fn note(actor: &str) -> ChangeNote {
         actor: actor.into(),
         action: "rollback".into(),
         reason: None,
+        from_version: None,
     }
 }
 

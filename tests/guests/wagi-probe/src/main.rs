@@ -55,6 +55,19 @@ fn main() -> io::Result<()> {
                 counter = black_box(counter.wrapping_add(1));
             }
         }
+        "flood" => {
+            // `bytes` of log output in 100-byte lines, then an answer.
+            let n: usize = query_pair("bytes")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(8 << 20);
+            let line = [b'x'; 99];
+            let mut err = io::stderr().lock();
+            for _ in 0..n / 100 {
+                err.write_all(&line)?;
+                err.write_all(b"\n")?;
+            }
+            out.write_all(b"Content-Type: text/plain\n\nflooded")?;
+        }
         "stderr" => {
             eprintln!("line one");
             eprintln!("line two");
