@@ -157,6 +157,9 @@ pub struct DeployMetadata {
     /// Hosts the guest may call over wasi:http (none by default), see
     /// [`crate::runtime::outbound`].
     pub allowed_outbound_hosts: Vec<String>,
+    /// Whether outbound requests may reach private addresses (10/8, ...)
+    /// that no entry names, see [`crate::runtime::outbound`].
+    pub allow_private_networks: bool,
     /// This version's request body limit, instead of `WASMGATE_MAX_BODY_BYTES`.
     pub max_body_bytes: Option<u64>,
 }
@@ -178,6 +181,8 @@ struct RawMetadata {
     #[serde(default)]
     allowed_outbound_hosts: Vec<String>,
     #[serde(default)]
+    allow_private_networks: bool,
+    #[serde(default)]
     max_body_bytes: Option<u64>,
 }
 
@@ -195,7 +200,7 @@ impl DeployMetadata {
         }
         let raw: RawMetadata = serde_json::from_value(value).map_err(|e| {
             MetadataError::Shape(format!(
-                "has a problem: {e} (known fields: main_module, body_part, bindings, allowed_outbound_hosts, max_body_bytes)"
+                "has a problem: {e} (known fields: main_module, body_part, bindings, allowed_outbound_hosts, allow_private_networks, max_body_bytes)"
             ))
         })?;
         let main_module = match (raw.main_module, raw.body_part) {
@@ -276,6 +281,7 @@ impl DeployMetadata {
             bindings,
             script: None,
             allowed_outbound_hosts: raw.allowed_outbound_hosts,
+            allow_private_networks: raw.allow_private_networks,
             max_body_bytes: raw.max_body_bytes,
         })
     }
@@ -354,6 +360,7 @@ impl DeployMetadata {
                 bindings,
                 script: self.script,
                 allowed_outbound_hosts: self.allowed_outbound_hosts,
+                allow_private_networks: self.allow_private_networks,
                 max_body_bytes: self.max_body_bytes,
                 precompiled: Vec::new(),
                 abi: None,
@@ -531,6 +538,8 @@ pub struct VersionSpec {
     pub script: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_outbound_hosts: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_private_networks: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<u64>,
     /// The precompiled artifacts the deploy stored beside the main module,
