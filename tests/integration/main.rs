@@ -17,5 +17,6 @@ mod lambda;
 #[cfg(feature = "aws")]
 mod moto;
 mod operations;
+mod outbound;
 mod pointer;
 mod serve;
