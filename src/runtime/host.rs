@@ -160,13 +160,12 @@ impl WasiHttpHooks for OutboundHooks {
             let until = tokio::time::Instant::now() + send::connect_timeout(options);
             let resolved = match admitted.ip {
                 Some(ip) => vec![ip],
-                None => tokio::time::timeout_at(
-                    until,
-                    resolver.lookup(&admitted.host, admitted.port),
-                )
-                .await
-                .map_err(|_| wasmtime_wasi_http::Error::ConnectionTimeout)?
-                .map_err(wasmtime_wasi_http::Error::Connect)?,
+                None => {
+                    tokio::time::timeout_at(until, resolver.lookup(&admitted.host, admitted.port))
+                        .await
+                        .map_err(|_| wasmtime_wasi_http::Error::ConnectionTimeout)?
+                        .map_err(wasmtime_wasi_http::Error::Connect)?
+                }
             };
             let mut refused = Vec::new();
             let mut addresses = Vec::new();

@@ -474,14 +474,16 @@ impl Cidr {
         } else {
             u128::MAX
         };
-        from_bits(self.network, (bits_of(self.network) & self.mask()) | (!self.mask() & all))
+        from_bits(
+            self.network,
+            (bits_of(self.network) & self.mask()) | (!self.mask() & all),
+        )
     }
 
     /// Whether `ip` (canonical) is in the block. An IPv4 block holds only
     /// IPv4 addresses (mapped ones are IPv4 once canonical).
     fn contains(&self, ip: IpAddr) -> bool {
-        ip.is_ipv4() == self.network.is_ipv4()
-            && bits_of(ip) & self.mask() == bits_of(self.network)
+        ip.is_ipv4() == self.network.is_ipv4() && bits_of(ip) & self.mask() == bits_of(self.network)
     }
 }
 
@@ -874,7 +876,11 @@ mod tests {
 
     #[test]
     fn cidr_entries_parse_match_and_display() {
-        let p = policy(&["http://10.0.0.0/8:443", "*://[fd00::/8]:8080", "https://192.168.4.0/22"]);
+        let p = policy(&[
+            "http://10.0.0.0/8:443",
+            "*://[fd00::/8]:8080",
+            "https://192.168.4.0/22",
+        ]);
         assert!(p.allows("http", "10.200.1.1", Some(443)));
         assert!(!p.allows("http", "11.0.0.1", Some(443)));
         assert!(!p.allows("http", "10.0.0.1", None), "port");

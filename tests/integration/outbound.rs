@@ -227,7 +227,8 @@ fn local_private_address() -> Option<IpAddr> {
     let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
     socket.connect("192.0.2.1:9").ok()?;
     let ip = socket.local_addr().ok()?.ip();
-    (wasmgate::runtime::outbound::classify(ip) == wasmgate::runtime::outbound::AddressClass::Private)
+    (wasmgate::runtime::outbound::classify(ip)
+        == wasmgate::runtime::outbound::AddressClass::Private)
         .then_some(ip)
 }
 
@@ -361,7 +362,10 @@ fn bad_cidrs_and_a_mistyped_allow_private_networks_refuse_the_deploy() {
             r#"{"allowed_outbound_hosts": ["http://127.0.0.0/8"]}"#,
             "\"http://127.0.0.0/8\"",
         ),
-        (r#"{"allow_private_networks": "yes"}"#, "allow_private_networks"),
+        (
+            r#"{"allow_private_networks": "yes"}"#,
+            "allow_private_networks",
+        ),
     ] {
         let file = write_file(dir.path(), "metadata.json", metadata.as_bytes());
         let error = cli_err(
