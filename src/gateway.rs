@@ -201,6 +201,8 @@ pub struct Gateway {
     rollouts: crate::rollout::RolloutMonitor,
     engine: Arc<WasmEngine>,
     started: std::time::SystemTime,
+    /// Resolves the names of guests' outbound requests.
+    resolver: crate::runtime::outbound::Resolver,
 }
 
 impl Gateway {
@@ -232,7 +234,17 @@ impl Gateway {
             rollouts: Default::default(),
             engine,
             started: std::time::SystemTime::now(),
+            resolver: Default::default(),
         }
+    }
+
+    /// For tests only: resolves the names of guests' outbound requests with
+    /// `resolver` instead of the system's (so that a test name can stand
+    /// for 127.0.0.1, or change its answer). Not a setting.
+    #[doc(hidden)]
+    pub fn with_outbound_resolver(mut self, resolver: crate::runtime::outbound::Resolver) -> Self {
+        self.resolver = resolver;
+        self
     }
 
     /// Writes one CloudWatch EMF line per request to stdout (on Lambda).
@@ -671,7 +683,8 @@ impl Gateway {
         let env = environment(&spec, &stored, &resolved)
             .map_err(|e| GatewayError::Bindings(format!("{route}: {e}")))?;
         let outbound = OutboundPolicy::parse(&spec.allowed_outbound_hosts)
-            .map_err(|e| GatewayError::Bindings(format!("{route}: {e}")))?;
+            .map_err(|e| GatewayError::Bindings(format!("{route}: {e}")))?
+            .allowing_private_networks(spec.allow_private_networks);
         let kv = KvGrants {
             store: Some(self.kv.clone()),
             namespaces: spec
@@ -687,6 +700,7 @@ impl Gateway {
                     env,
                     modules,
                     outbound: Arc::new(outbound),
+                    resolver: self.resolver.clone(),
                     max_body_bytes: spec.max_body_bytes,
                     memory_limit_bytes: spec
                         .memory_limit_mb

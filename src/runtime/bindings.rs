@@ -157,6 +157,9 @@ pub struct DeployMetadata {
     /// Hosts the guest may call over wasi:http (none by default), see
     /// [`crate::runtime::outbound`].
     pub allowed_outbound_hosts: Vec<String>,
+    /// Whether outbound requests may reach private addresses (10/8, ...)
+    /// that no entry names, see [`crate::runtime::outbound`].
+    pub allow_private_networks: bool,
     /// This version's request body limit, under `WASMGATE_MAX_BODY_BYTES`.
     pub max_body_bytes: Option<u64>,
     /// This version's memory cap for a whole instance (every memory and
@@ -184,6 +187,8 @@ struct RawMetadata {
     #[serde(default)]
     allowed_outbound_hosts: Vec<String>,
     #[serde(default)]
+    allow_private_networks: bool,
+    #[serde(default)]
     max_body_bytes: Option<u64>,
     #[serde(default)]
     memory_limit_mb: Option<u64>,
@@ -205,7 +210,7 @@ impl DeployMetadata {
         }
         let raw: RawMetadata = serde_json::from_value(value).map_err(|e| {
             MetadataError::Shape(format!(
-                "has a problem: {e} (known fields: main_module, body_part, bindings, allowed_outbound_hosts, max_body_bytes, memory_limit_mb, timeout_ms)"
+                "has a problem: {e} (known fields: main_module, body_part, bindings, allowed_outbound_hosts, allow_private_networks, max_body_bytes, memory_limit_mb, timeout_ms)"
             ))
         })?;
         let main_module = match (raw.main_module, raw.body_part) {
@@ -300,6 +305,7 @@ impl DeployMetadata {
             bindings,
             script: None,
             allowed_outbound_hosts: raw.allowed_outbound_hosts,
+            allow_private_networks: raw.allow_private_networks,
             max_body_bytes: raw.max_body_bytes,
             memory_limit_mb: raw.memory_limit_mb,
             timeout_ms: raw.timeout_ms,
@@ -380,6 +386,7 @@ impl DeployMetadata {
                 bindings,
                 script: self.script,
                 allowed_outbound_hosts: self.allowed_outbound_hosts,
+                allow_private_networks: self.allow_private_networks,
                 max_body_bytes: self.max_body_bytes,
                 memory_limit_mb: self.memory_limit_mb,
                 timeout_ms: self.timeout_ms,
@@ -559,6 +566,8 @@ pub struct VersionSpec {
     pub script: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_outbound_hosts: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_private_networks: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<u64>,
     /// The version's memory cap per instance, in MiB.

@@ -16,7 +16,8 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 
 use super::Grants;
 use super::admission::MemoryBudget;
-use super::outbound::OutboundPolicy;
+use super::outbound::{Denial, OutboundPolicy, Resolver};
+use super::send;
 use super::wasi_config::{ConfigValues, ConfigView};
 use super::wasi_keyvalue::{KvGrants, KvView};
 
@@ -61,6 +62,7 @@ impl HostState {
             http,
             hooks: OutboundHooks {
                 policy: grants.outbound.clone(),
+                resolver: grants.resolver.clone(),
                 request_id: request_id.to_string(),
                 deadline,
             },
@@ -109,14 +111,24 @@ impl WasiHttpView for HostState {
 }
 
 /// Outbound HTTP (`wasi:http/outgoing-handler`): sent when the version's
-/// [`OutboundPolicy`] grants the scheme, host and port, else refused with
-/// wasi:http's `HTTP-request-denied`, logged and counted.
+/// [`OutboundPolicy`] grants the scheme, host and port and then the
+/// addresses the host resolves to, else refused with wasi:http's
+/// `HTTP-request-denied`, logged with the reason and counted.
 struct OutboundHooks {
     policy: Arc<OutboundPolicy>,
+    resolver: Resolver,
     request_id: String,
     /// The request's deadline, which bounds a denied request's drain.
     deadline: std::time::Instant,
 }
+
+type SendResult = Result<
+    (
+        http::Response<wasmtime_wasi_http::WasiBody>,
+        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ),
+    wasmtime_wasi_http::Error,
+>;
 
 impl WasiHttpHooks for OutboundHooks {
     fn send_request(
@@ -124,58 +136,107 @@ impl WasiHttpHooks for OutboundHooks {
         request: http::Request<wasmtime_wasi_http::WasiBody>,
         options: Option<wasmtime_wasi_http::RequestOptions>,
         fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = Result<
-                    (
-                        http::Response<wasmtime_wasi_http::WasiBody>,
-                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-                    ),
-                    wasmtime_wasi_http::Error,
-                >,
-            > + Send,
-    > {
+    ) -> Box<dyn Future<Output = SendResult> + Send> {
+        _ = fut;
         let uri = request.uri();
-        let allowed = self.policy.allows(
+        let admitted = self.policy.admit(
             uri.scheme_str().unwrap_or(""),
             uri.host().unwrap_or(""),
             uri.port_u16(),
         );
-        if !allowed {
-            crate::metrics::METRICS.outbound(false);
-            tracing::warn!(
-                request_id = %self.request_id,
-                uri = %uri,
-                allowed = %self.policy,
-                "guest outbound HTTP request denied: not in the version's allowed_outbound_hosts"
-            );
-            // The guest may still be writing the request's body (wstd and
-            // most clients write it before they wait for the answer): read
-            // it to its end and drop it, so those writes succeed and the
-            // guest learns of the denial from the answer, as
-            // `HTTP-request-denied`, not from a body stream cut under it.
-            // Bounded by the request's deadline: a body the guest forwards
-            // from the client must not be read on past it.
-            let mut body = request.into_body();
-            let deadline = self.deadline;
-            tokio::spawn(async move {
-                use http_body_util::BodyExt;
-                let drain = async { while let Some(Ok(_)) = body.frame().await {} };
-                let _ = tokio::time::timeout_at(deadline.into(), drain).await;
-            });
-            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
-        }
-        crate::metrics::METRICS.outbound(true);
-        tracing::debug!(request_id = %self.request_id, uri = %uri, "guest outbound HTTP request");
-        _ = fut;
+        let denied = Denied {
+            policy: self.policy.clone(),
+            request_id: self.request_id.clone(),
+            deadline: self.deadline,
+        };
+        let admitted = match admitted {
+            Ok(admitted) => admitted,
+            Err(denial) => return Box::new(async move { Err(denied.deny(request, &denial)) }),
+        };
+        let resolver = self.resolver.clone();
         Box::new(async move {
             use http_body_util::BodyExt;
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            // One lookup (none for an address), its answers checked, the
+            // connection made to those that passed: nothing is resolved
+            // again between the check and the connect. The connect timeout
+            // bounds the lookup and the connect together, as wasmtime's.
+            let until = tokio::time::Instant::now() + send::connect_timeout(options);
+            let resolved = match admitted.ip {
+                Some(ip) => vec![ip],
+                None => {
+                    tokio::time::timeout_at(until, resolver.lookup(&admitted.host, admitted.port))
+                        .await
+                        .map_err(|_| wasmtime_wasi_http::Error::ConnectionTimeout)?
+                        .map_err(wasmtime_wasi_http::Error::Connect)?
+                }
+            };
+            let mut refused = Vec::new();
+            let mut addresses = Vec::new();
+            for ip in resolved {
+                match denied.policy.permits_address(&admitted, ip) {
+                    Ok(()) => addresses.push(std::net::SocketAddr::new(ip, admitted.port)),
+                    Err(class) => refused.push((ip, class)),
+                }
+            }
+            if addresses.is_empty() && !refused.is_empty() {
+                return Err(denied.deny(request, &Denial::AddressRefused(refused)));
+            }
+            crate::metrics::METRICS.outbound(true);
+            tracing::debug!(
+                request_id = %denied.request_id,
+                uri = %request.uri(),
+                addresses = ?addresses,
+                refused = ?refused,
+                "guest outbound HTTP request"
+            );
+            let stream = send::connect(&addresses, until).await?;
+            let (response, io) = send::send_over(request, options, stream, admitted.host).await?;
             Ok((
                 response.map(BodyExt::boxed_unsync),
                 Box::new(io) as Box<dyn Future<Output = _> + Send>,
             ))
         })
+    }
+}
+
+/// What a refusal needs: it is logged, counted, and the request's body
+/// drained.
+struct Denied {
+    policy: Arc<OutboundPolicy>,
+    request_id: String,
+    deadline: std::time::Instant,
+}
+
+impl Denied {
+    fn deny(
+        &self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        denial: &Denial,
+    ) -> wasmtime_wasi_http::Error {
+        crate::metrics::METRICS.outbound(false);
+        tracing::warn!(
+            request_id = %self.request_id,
+            uri = %request.uri(),
+            reason = %denial.reason(),
+            address = %denial.addresses(),
+            allowed = %self.policy,
+            "guest outbound HTTP request denied by the version's allowed_outbound_hosts"
+        );
+        // The guest may still be writing the request's body (wstd and
+        // most clients write it before they wait for the answer): read
+        // it to its end and drop it, so those writes succeed and the
+        // guest learns of the denial from the answer, as
+        // `HTTP-request-denied`, not from a body stream cut under it.
+        // Bounded by the request's deadline: a body the guest forwards
+        // from the client must not be read on past it.
+        let mut body = request.into_body();
+        let deadline = self.deadline;
+        tokio::spawn(async move {
+            use http_body_util::BodyExt;
+            let drain = async { while let Some(Ok(_)) = body.frame().await {} };
+            let _ = tokio::time::timeout_at(deadline.into(), drain).await;
+        });
+        wasmtime_wasi_http::Error::HttpRequestDenied
     }
 }
 

@@ -16,6 +16,7 @@ pub mod bindings;
 mod engine;
 mod host;
 pub mod outbound;
+mod send;
 mod wagi;
 mod wasi_config;
 mod wasi_http;
@@ -116,6 +117,8 @@ pub struct Grants {
     pub modules: Vec<(String, Arc<LibraryModule>)>,
     /// Where the guest may send wasi:http requests.
     pub outbound: Arc<outbound::OutboundPolicy>,
+    /// What the names of outbound requests are resolved with.
+    pub resolver: outbound::Resolver,
     /// The version's own request body limit, if it sets one.
     pub max_body_bytes: Option<u64>,
     /// The version's own memory cap per instance, if it sets one.

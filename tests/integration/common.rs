@@ -90,18 +90,29 @@ impl TestServer {
 
     /// Starts a server whose settings `tweak` adjusts.
     pub async fn start_with(tweak: impl FnOnce(&mut Settings)) -> Self {
-        Self::start_full(tweak, None).await
+        Self::start_full(tweak, None, None).await
+    }
+
+    /// Starts a server whose guests' outbound requests resolve names with
+    /// `resolver` (the test seam; the system resolver otherwise), with
+    /// settings `tweak` adjusts.
+    pub async fn start_with_resolver(
+        resolver: wasmgate::runtime::outbound::Resolver,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> Self {
+        Self::start_full(tweak, None, Some(resolver)).await
     }
 
     /// Starts a server with the admin API on, behind `ADMIN_TOKEN`, with
     /// uploads limited to `limits`.
     pub async fn start_admin(limits: wasmgate::admin::UploadLimits) -> Self {
-        Self::start_full(|s| s.route_ttl_ms = 100, Some(limits)).await
+        Self::start_full(|s| s.route_ttl_ms = 100, Some(limits), None).await
     }
 
     async fn start_full(
         tweak: impl FnOnce(&mut Settings),
         admin: Option<wasmgate::admin::UploadLimits>,
+        resolver: Option<wasmgate::runtime::outbound::Resolver>,
     ) -> Self {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let mut settings = settings(data_dir.path());
@@ -110,7 +121,11 @@ impl TestServer {
             .await
             .expect("opening the backends");
         let engine = backend::engine(&settings).expect("engine");
-        let gateway = Arc::new(backends.gateway(engine.clone(), &settings));
+        let mut gateway = backends.gateway(engine.clone(), &settings);
+        if let Some(resolver) = resolver {
+            gateway = gateway.with_outbound_resolver(resolver);
+        }
+        let gateway = Arc::new(gateway);
         let mut listener = Listener::bind("127.0.0.1:0".parse().unwrap(), gateway)
             .await
             .expect("bind");

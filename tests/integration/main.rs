@@ -17,6 +17,7 @@ mod lambda;
 #[cfg(feature = "aws")]
 mod moto;
 mod operations;
+mod outbound;
 mod pointer;
 mod serve;
 mod tenants;
