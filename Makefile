@@ -14,7 +14,7 @@ NPM ?= npm
 # Go 1.21+ for GOOS=wasip1 (Debian bookworm: golang-1.23-go from backports).
 GO ?= $(firstword $(wildcard /usr/lib/go-1.23/bin/go) go)
 
-.PHONY: all build demo soak bench test fuzz lint check-features check-features-all iac-check lambda-zip ci examples fixtures clean-demo help
+.PHONY: all build demo soak storm bench test fuzz lint check-features check-features-all iac-check lambda-zip ci examples fixtures clean-demo help
 
 all: build
 
@@ -23,6 +23,7 @@ help:
 	@echo "make test      run the whole test suite (sets up what it needs)"
 	@echo "make fuzz      each cargo-fuzz target for FUZZ_SECONDS (needs nightly + cargo-fuzz; make test runs their proptest counterparts)"
 	@echo "make soak      10 min of wrk load, faulting guests mixed in; fails if RSS grows or a status is wrong"
+	@echo "make storm     another route's latency during loop, memory-bomb and slow-body storms on one route"
 	@echo "make bench     wasmgate vs wasmtime serve vs native hyper: warm, cold, 100k routes, memory; writes bench/results.md"
 	@echo "make lint      cargo fmt --check and clippy -D warnings"
 	@echo "make iac-check cfn-lint, sam validate --lint, checkov, terraform fmt on template.yaml, infra/, Dockerfile"
@@ -42,6 +43,12 @@ demo:
 # script's header). Writes bench/soak.md and bench/soak-rss.csv.
 soak:
 	./scripts/soak.sh
+
+# Storms on one route (64 loops, 64 memory bombs, 300 slow-body clients)
+# while another route's latency is measured against a quiet phase of the
+# same run (scripts/storm.py; the release build when there is one).
+storm:
+	python3 scripts/storm.py
 
 # One run on this machine, figures as ratios against references measured in
 # the same run: warm wrk throughput/latency/CPU against `wasmtime serve` and

@@ -14,9 +14,11 @@
 //!   not a wait until the deadline.
 //! - **CPU lanes** (`WASMGATE_CPU_LANES`, default: one less than the CPUs,
 //!   at least one): a guest that has run for more than [`HEAVY_AFTER`]
-//!   epoch ticks (about 30 ms) goes on only while it holds a lane, one tick at a
-//!   time; lanes go round-robin between routes, then first come first
-//!   served within one. Short requests never wait for a lane, so however
+//!   epoch ticks (about 30 ms) of running (a tick that finds it back from
+//!   waiting on I/O does not count) goes on only while it holds a lane, one
+//!   tick at a time; lanes go round-robin between routes, then first come
+//!   first served within one, and a lane whose holder stops running (it
+//!   waits on I/O) is taken back after [`LANE_LEASE`]. Short requests never wait for a lane, so however
 //!   many guests loop, they take at most the lanes' share of the CPU and the
 //!   listener and the others keep the rest.
 //! - **Guest memory budget** (`WASMGATE_GUEST_MEMORY_MB`, default three
@@ -220,28 +222,99 @@ impl Drop for RouteShare {
     }
 }
 
+/// How long a lane is a guest's without a renewal: a guest that holds one
+/// renews it at every epoch tick it runs through; one that stops running
+/// (it waits on I/O) loses it after this, whether or not it gives it back.
+pub const LANE_LEASE: Duration = Duration::from_millis(20);
+
 /// CPU lanes for guests that run long, given round-robin between routes.
 pub struct Lanes {
     state: Mutex<LaneState>,
 }
 
 struct LaneState {
-    free: usize,
+    lanes: usize,
+    /// Lanes given out, by permit id, with the end of their lease.
+    holders: HashMap<u64, Instant>,
+    next_id: u64,
     /// Waiters by route; the BTreeMap's order is the round-robin's.
     waiting: BTreeMap<Arc<str>, VecDeque<oneshot::Sender<LanePermit>>>,
     /// The route served last: the next lane goes to the one after it.
     last: Option<Arc<str>>,
 }
 
-/// A CPU lane, given to the next in line on drop.
+/// A CPU lane, given to the next in line on drop (unless its lease ran out
+/// and it went to someone else already).
 pub struct LanePermit {
     lanes: Option<Arc<Lanes>>,
+    id: u64,
 }
 
 impl Drop for LanePermit {
     fn drop(&mut self) {
         if let Some(lanes) = self.lanes.take() {
-            Lanes::release(&lanes);
+            let mut state = lanes.state.lock().unwrap_or_else(|e| e.into_inner());
+            if state.holders.remove(&self.id).is_some() {
+                state.dispatch(&lanes);
+            }
+        }
+    }
+}
+
+impl LaneState {
+    fn grant(&mut self, lanes: &Arc<Lanes>) -> LanePermit {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.holders.insert(id, Instant::now() + LANE_LEASE);
+        LanePermit {
+            lanes: Some(lanes.clone()),
+            id,
+        }
+    }
+
+    /// Gives free lanes to the first waiters of the routes after the last
+    /// one served (waiters who gave up are skipped).
+    fn dispatch(&mut self, lanes: &Arc<Lanes>) {
+        while self.holders.len() < self.lanes {
+            let next = match &self.last {
+                Some(last) => self
+                    .waiting
+                    .range::<Arc<str>, _>((
+                        std::ops::Bound::Excluded(last.clone()),
+                        std::ops::Bound::Unbounded,
+                    ))
+                    .next()
+                    .or_else(|| self.waiting.iter().next())
+                    .map(|(route, _)| route.clone()),
+                None => self.waiting.keys().next().cloned(),
+            };
+            let Some(route) = next else {
+                return;
+            };
+            let queue = self.waiting.get_mut(&route).expect("BUG: a listed route");
+            let sender = queue.pop_front();
+            if queue.is_empty() {
+                self.waiting.remove(&route);
+            }
+            self.last = Some(route);
+            if let Some(sender) = sender {
+                let permit = self.grant(lanes);
+                if let Err(mut permit) = sender.send(permit) {
+                    // The waiter gave up: take the lane back quietly.
+                    self.holders.remove(&permit.id);
+                    permit.lanes = None;
+                }
+            }
+        }
+    }
+
+    /// Takes back the lanes whose lease ran out.
+    fn reclaim(&mut self, lanes: &Arc<Lanes>) {
+        let now = Instant::now();
+        let before = self.holders.len();
+        self.holders.retain(|_, lease| *lease > now);
+        if self.holders.len() < before {
+            self.dispatch(lanes);
         }
     }
 }
@@ -250,7 +323,9 @@ impl Lanes {
     fn new(lanes: usize) -> Self {
         Lanes {
             state: Mutex::new(LaneState {
-                free: lanes,
+                lanes,
+                holders: HashMap::new(),
+                next_id: 0,
                 waiting: BTreeMap::new(),
                 last: None,
             }),
@@ -258,18 +333,18 @@ impl Lanes {
     }
 
     /// A lane for a guest of `route`: at once when one is free and nobody
-    /// waits, else in turn.
+    /// waits, else in turn (a lane whose holder stopped renewing it is
+    /// taken back after [`LANE_LEASE`]).
     pub fn acquire(
         self: &Arc<Self>,
         route: &Arc<str>,
     ) -> impl Future<Output = Option<LanePermit>> + Send + 'static {
+        let lanes = self.clone();
         let receiver = {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            if state.free > 0 && state.waiting.is_empty() {
-                state.free -= 1;
-                Ok(LanePermit {
-                    lanes: Some(self.clone()),
-                })
+            state.reclaim(self);
+            if state.holders.len() < state.lanes && state.waiting.is_empty() {
+                Ok(state.grant(self))
             } else {
                 let (sender, receiver) = oneshot::channel();
                 state
@@ -281,52 +356,18 @@ impl Lanes {
             }
         };
         async move {
-            match receiver {
-                Ok(permit) => Some(permit),
-                Err(receiver) => receiver.await.ok(),
-            }
-        }
-    }
-
-    /// Hands a freed lane to the first waiter of the route after the last
-    /// one served; with nobody waiting (or only waiters who gave up), it is
-    /// free again.
-    fn release(this: &Arc<Self>) {
-        let mut state = this.state.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            let next = match &state.last {
-                Some(last) => state
-                    .waiting
-                    .range::<Arc<str>, _>((
-                        std::ops::Bound::Excluded(last.clone()),
-                        std::ops::Bound::Unbounded,
-                    ))
-                    .next()
-                    .or_else(|| state.waiting.iter().next())
-                    .map(|(route, _)| route.clone()),
-                None => state.waiting.keys().next().cloned(),
+            let mut receiver = match receiver {
+                Ok(permit) => return Some(permit),
+                Err(receiver) => receiver,
             };
-            let Some(route) = next else {
-                state.free += 1;
-                return;
-            };
-            let queue = state.waiting.get_mut(&route).expect("BUG: a listed route");
-            let sender = queue.pop_front();
-            if queue.is_empty() {
-                state.waiting.remove(&route);
-            }
-            state.last = Some(route);
-            if let Some(sender) = sender {
-                let permit = LanePermit {
-                    lanes: Some(this.clone()),
-                };
-                match sender.send(permit) {
-                    Ok(()) => return,
-                    // The waiter gave up (its request ended): the permit
-                    // came back; forget it without releasing again.
-                    Err(mut permit) => {
-                        permit.lanes = None;
-                    }
+            loop {
+                match tokio::time::timeout(LANE_LEASE, &mut receiver).await {
+                    Ok(permit) => return permit.ok(),
+                    Err(_) => lanes
+                        .state
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .reclaim(&lanes),
                 }
             }
         }
@@ -486,6 +527,22 @@ mod tests {
             Some(Refusal::Busy)
         );
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn a_lane_whose_holder_stops_renewing_it_is_taken_back() {
+        let lanes = Arc::new(Lanes::new(1));
+        let route: Arc<str> = Arc::from("/a");
+        let idle = lanes.acquire(&route).await.unwrap();
+        let started = Instant::now();
+        let next = lanes.acquire(&route).await.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(1));
+        // The old holder's late drop gives nothing away twice.
+        drop(idle);
+        let state = lanes.state.lock().unwrap();
+        assert_eq!(state.holders.len(), 1);
+        drop(state);
+        drop(next);
     }
 
     #[tokio::test]

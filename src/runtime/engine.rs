@@ -222,27 +222,40 @@ impl WasmEngine {
         let route: Arc<str> = Arc::from(route);
         let mut ticks: u32 = 0;
         let lane: Arc<std::sync::Mutex<Option<LanePermit>>> = Arc::default();
+        // When the guest last went back to running, after a yield: a tick
+        // that comes soon after is one it ran through; one that comes late
+        // found it back from waiting on I/O, which is not running.
+        let resumed = Arc::new(std::sync::Mutex::new(Instant::now()));
         store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if now >= deadline {
                 return Ok(UpdateDeadline::Interrupt);
             }
-            ticks = ticks.saturating_add(1);
-            if ticks <= HEAVY_AFTER {
-                return Ok(UpdateDeadline::Yield(1));
+            let ran_through = {
+                let resumed = resumed.lock().unwrap_or_else(|e| e.into_inner());
+                now.saturating_duration_since(*resumed) <= EPOCH_TICK * 2
+            };
+            if ran_through {
+                ticks = ticks.saturating_add(1);
             }
-            // Give the lane back (the next in line runs) and wait for a
-            // turn again, at most until the deadline.
+            // Give the lane back (the next in line runs); a guest past
+            // HEAVY_AFTER ticks of running waits for its turn again, at
+            // most until the deadline.
             drop(lane.lock().unwrap_or_else(|e| e.into_inner()).take());
-            let turn = lanes.acquire(&route);
+            let turn = (ticks > HEAVY_AFTER && ran_through).then(|| lanes.acquire(&route));
             let lane = lane.clone();
+            let resumed = resumed.clone();
             Ok(UpdateDeadline::YieldCustom(
                 1,
                 Box::pin(async move {
-                    // A lane free at once must still let other tasks run.
                     tokio::task::yield_now().await;
-                    if let Ok(Some(permit)) = tokio::time::timeout_at(deadline.into(), turn).await {
+                    if let Some(turn) = turn
+                        && let Ok(Some(permit)) =
+                            tokio::time::timeout_at(deadline.into(), turn).await
+                    {
                         *lane.lock().unwrap_or_else(|e| e.into_inner()) = Some(permit);
                     }
+                    *resumed.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
                 }),
             ))
         });
