@@ -24,7 +24,8 @@
 //! - **Guest memory budget** (`WASMGATE_GUEST_MEMORY_MB`, default three
 //!   quarters of the container's memory: the cgroup limit, else
 //!   `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, else the machine's): all guests'
-//!   linear memories together. A growth past it fails inside the guest as
+//!   linear memories together, one route's guests at most three quarters
+//!   of it. A growth past either fails inside the guest as
 //!   its own limit would, and the request is a `503` (the host's capacity,
 //!   which does not count against a rollout), not a `500`.
 
@@ -71,7 +72,7 @@ pub struct Admission {
     route_freed: Notify,
     waiting: AtomicUsize,
     lanes: Arc<Lanes>,
-    memory: Arc<MemoryBudget>,
+    memory: Arc<SharedMemory>,
 }
 
 impl Admission {
@@ -82,7 +83,7 @@ impl Admission {
             route_freed: Notify::new(),
             waiting: AtomicUsize::new(0),
             lanes: Arc::new(Lanes::new(limits.cpu_lanes.max(1) as usize)),
-            memory: Arc::new(MemoryBudget::new(limits.guest_memory_bytes)),
+            memory: Arc::new(SharedMemory::new(limits.guest_memory_bytes)),
             limits,
         }
     }
@@ -97,7 +98,7 @@ impl Admission {
     }
 
     /// The memory all guests share.
-    pub fn memory(&self) -> &Arc<MemoryBudget> {
+    pub fn memory(&self) -> &Arc<SharedMemory> {
         &self.memory
     }
 
@@ -374,32 +375,102 @@ impl Lanes {
     }
 }
 
-/// All guests' linear memory, shared.
-pub struct MemoryBudget {
+/// All guests' linear memory, shared, with each route's share: one route
+/// holds at most three quarters of it, so a storm of memory bombs on one
+/// route leaves memory for the others.
+pub struct SharedMemory {
     limit: usize,
+    route_limit: usize,
     used: AtomicUsize,
+    per_route: Mutex<HashMap<Arc<str>, usize>>,
 }
 
-impl MemoryBudget {
+impl SharedMemory {
     fn new(limit: usize) -> Self {
-        MemoryBudget {
+        SharedMemory {
             limit,
+            route_limit: limit / 4 * 3,
             used: AtomicUsize::new(0),
+            per_route: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Takes `bytes` from the budget, or says no.
+    /// The budget a guest of `route` draws on.
+    pub fn for_route(self: &Arc<Self>, route: &str) -> Arc<MemoryBudget> {
+        Arc::new(MemoryBudget {
+            shared: self.clone(),
+            route: Arc::from(route),
+        })
+    }
+
+    /// Bytes held by guests now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+}
+
+/// What one route's guests may take from the [`SharedMemory`].
+pub struct MemoryBudget {
+    shared: Arc<SharedMemory>,
+    route: Arc<str>,
+}
+
+impl MemoryBudget {
+    /// Takes `bytes` from the route's share and the whole, or says no.
     pub fn reserve(&self, bytes: usize) -> bool {
-        self.used
+        let shared = &self.shared;
+        let taken = shared
+            .used
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
-                used.checked_add(bytes).filter(|total| *total <= self.limit)
+                used.checked_add(bytes)
+                    .filter(|total| *total <= shared.limit)
             })
-            .is_ok()
+            .is_ok();
+        if !taken {
+            return false;
+        }
+        let mut per_route = shared.per_route.lock().unwrap_or_else(|e| e.into_inner());
+        let held = per_route.entry(self.route.clone()).or_insert(0);
+        if held.saturating_add(bytes) > shared.route_limit {
+            if *held == 0 {
+                per_route.remove(&self.route);
+            }
+            drop(per_route);
+            self.release_shared(bytes);
+            return false;
+        }
+        *held += bytes;
+        true
     }
 
     /// Gives `bytes` back.
     pub fn release(&self, bytes: usize) {
+        if bytes == 0 {
+            return;
+        }
+        {
+            let mut per_route = self
+                .shared
+                .per_route
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(held) = per_route.get_mut(&self.route) {
+                *held = held.saturating_sub(bytes);
+                if *held == 0 {
+                    per_route.remove(&self.route);
+                }
+            }
+        }
+        self.release_shared(bytes);
+    }
+
+    fn release_shared(&self, bytes: usize) {
         let _ = self
+            .shared
             .used
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
                 Some(used.saturating_sub(bytes))
@@ -413,15 +484,6 @@ impl MemoryBudget {
             budget: self.clone(),
             bytes: 0,
         }
-    }
-
-    /// Bytes held by guests now.
-    pub fn used(&self) -> usize {
-        self.used.load(Ordering::Relaxed)
-    }
-
-    pub fn limit(&self) -> usize {
-        self.limit
     }
 }
 
@@ -581,12 +643,16 @@ mod tests {
     }
 
     #[test]
-    fn the_memory_budget_is_shared() {
-        let budget = MemoryBudget::new(100);
-        assert!(budget.reserve(60));
-        assert!(!budget.reserve(50));
-        budget.release(60);
-        assert!(budget.reserve(100));
-        assert_eq!(budget.used(), 100);
+    fn the_memory_budget_is_shared_with_a_share_per_route() {
+        let shared = Arc::new(SharedMemory::new(100));
+        let (a, b) = (shared.for_route("/a"), shared.for_route("/b"));
+        assert!(a.reserve(60));
+        assert!(!a.reserve(20), "/a's share is 75");
+        assert!(a.reserve(15));
+        assert!(b.reserve(25));
+        assert!(!b.reserve(1), "the whole is spent");
+        a.release(75);
+        assert!(b.reserve(50));
+        assert_eq!(shared.used(), 75);
     }
 }

@@ -223,7 +223,7 @@ impl WagiModule {
             wasi: WasiCtxBuilder::new().build_p1(),
             limiter: MemoryLimiter::new(
                 engine.limits().memory_limit_bytes,
-                engine.admission().memory().clone(),
+                engine.admission().memory().for_route(""),
             ),
         };
         let mut store = engine.new_store(state, deadline, "");
@@ -285,7 +285,8 @@ impl WagiModule {
         let budget = invocation.budget;
         let (parts, body) = request.into_parts();
         // A body still arriving at the deadline is the client's slowness.
-        let mut body_hold = engine.admission().memory().hold();
+        let memory = engine.admission().memory().for_route(&invocation.route);
+        let mut body_hold = memory.hold();
         let body = tokio::time::timeout_at(
             deadline.into(),
             read_body(&parts, body, invocation.max_body_bytes, &mut body_hold),
@@ -308,7 +309,7 @@ impl WagiModule {
         let memory_limit = invocation.memory_limit_bytes;
         let state = WagiState {
             wasi: wasi.build_p1(),
-            limiter: MemoryLimiter::new(memory_limit, engine.admission().memory().clone()),
+            limiter: MemoryLimiter::new(memory_limit, memory.clone()),
         };
         let mut store = engine.new_store(state, deadline, &invocation.route);
         let memory_hit = store.data().limiter.hit_flag();

@@ -245,7 +245,7 @@ impl HttpComponent {
             limits.max_field_bytes,
             grants,
             invocation.deadline,
-            engine.admission().memory().clone(),
+            engine.admission().memory().for_route(&invocation.route),
         );
         let mut store = engine.new_store(state, invocation.deadline, &invocation.route);
         let memory_hit = store.data().limiter.hit_flag();
