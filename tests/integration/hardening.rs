@@ -382,37 +382,10 @@ async fn the_metrics_endpoint_is_behind_the_admin_token_when_there_is_one() {
     assert!(scrape.text().contains("wasmgate_requests_total"));
 }
 
-/// A plain HTTP server on 127.0.0.1 answering `upstream {name} saw {path}`.
-async fn upstream(name: &'static str) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(
-                    move |request: http::Request<hyper::body::Incoming>| async move {
-                        let text = format!("upstream {name} saw {}", request.uri().path());
-                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
-                            Bytes::from(text),
-                        )))
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbound_http_reaches_only_the_hosts_the_version_allows() {
-    let allowed = upstream("allowed").await;
-    let other = upstream("other").await;
+    let (allowed, _) = upstream("127.0.0.1:0".parse().unwrap(), "allowed").await;
+    let (other, _) = upstream("127.0.0.1:0".parse().unwrap(), "other").await;
     let server = TestServer::start().await;
     server.deploy("/closed", PROBE).await;
     let metadata = format!(

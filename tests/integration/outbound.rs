@@ -4,12 +4,10 @@
 //! upstream on 127.0.0.1 shows which connections were made.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper_util::rt::TokioIo;
 use wasmgate::runtime::outbound::{Resolve, Resolver};
 
 use crate::common::*;
@@ -57,34 +55,6 @@ impl Resolve for Scripted {
         lookups.push(host.to_string());
         Box::pin(async move { Ok(answer) })
     }
-}
-
-/// A plain HTTP server on `bind` answering `upstream {name} saw {path}`,
-/// and the number of connections it accepted.
-async fn upstream(bind: SocketAddr, name: &'static str) -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(
-                    move |request: http::Request<hyper::body::Incoming>| async move {
-                        let text = format!("upstream {name} saw {}", request.uri().path());
-                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
-                            Bytes::from(text),
-                        )))
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    (addr, accepted)
 }
 
 fn hosts(entries: &[String]) -> String {
