@@ -18,7 +18,7 @@ pub mod outbound;
 mod wagi;
 mod wasi_config;
 mod wasi_http;
-mod wasi_keyvalue;
+pub mod wasi_keyvalue;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
