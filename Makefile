@@ -74,13 +74,13 @@ test: $(MOTO)
 # cargo-fuzz`) and a compiler that takes -Z flags: the `nightly` toolchain
 # when rustup lists one (`cargo +nightly fuzz`), else the default toolchain
 # with RUSTC_BOOTSTRAP=1 (which cargo-fuzz also accepts). The first build
-# compiles wasmtime with coverage instrumentation: 20+ minutes on 2 cores.
+# compiles wasmtime with coverage and ASan instrumentation: 20 to 40 minutes
+# on 2 cores (later builds only relink the changed targets).
 # Seeds are in fuzz/seeds/ (fuzz/README.md says where they come from); what
 # the fuzzer finds goes to fuzz/corpus/ (committed: `make fuzz-cmin` keeps
 # it minimal) and crashes to fuzz/artifacts/. On stable, `make test` runs
 # the bounded counterparts: the property tests in tests/integration/fuzz.rs
-# (PROPTEST_CASES=N for a longer run), and replays the inputs of
-# tests/data/fuzz-regressions/.
+# (PROPTEST_CASES=N for a longer run), where each crash fixed is a case.
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := lambda_event lambda_request deploy_metadata module_key route_match cgi_output multipart_upload kv_store
 FUZZ_NIGHTLY := $(shell rustup toolchain list 2>/dev/null | grep -q '^nightly' && echo yes)
