@@ -14,14 +14,15 @@ NPM ?= npm
 # Go 1.21+ for GOOS=wasip1 (Debian bookworm: golang-1.23-go from backports).
 GO ?= $(firstword $(wildcard /usr/lib/go-1.23/bin/go) go)
 
-.PHONY: all build demo soak storm bench test fuzz lint check-features check-features-all iac-check lambda-zip ci examples fixtures clean-demo help
+.PHONY: all build demo soak storm bench test fuzz fuzz-cmin lint check-features check-features-all iac-check lambda-zip ci examples fixtures clean-demo help
 
 all: build
 
 help:
 	@echo "make demo      build, deploy the example on the embedded default, serve it and curl it"
 	@echo "make test      run the whole test suite (sets up what it needs)"
-	@echo "make fuzz      each cargo-fuzz target for FUZZ_SECONDS (needs nightly + cargo-fuzz; make test runs their proptest counterparts)"
+	@echo "make fuzz      each cargo-fuzz target for FUZZ_SECONDS (cargo-fuzz; nightly, else stable with RUSTC_BOOTSTRAP=1; make test runs their proptest counterparts)"
+	@echo "make fuzz-cmin minimise each target's corpus in fuzz/corpus/"
 	@echo "make soak      10 min of wrk load, faulting guests mixed in; fails if RSS grows or a status is wrong"
 	@echo "make storm     another route's latency during loop, memory-bomb and slow-body storms on one route"
 	@echo "make bench     wasmgate vs wasmtime serve vs native hyper: warm, cold, 100k routes, memory; writes bench/results.md"
@@ -73,21 +74,48 @@ $(MOTO):
 test: $(MOTO)
 	WASMGATE_TEST_MOTO_SERVER=$(abspath $(MOTO)) $(CARGO) test --all-targets
 
-# libFuzzer targets in fuzz/ (Lambda events, deploy metadata, module keys,
-# route matching, CGI output, multipart uploads), FUZZ_SECONDS each. Needs
-# nightly Rust and cargo-fuzz: `rustup toolchain install nightly` and
-# `cargo install cargo-fuzz`. Seeds are in fuzz/seeds/; what the fuzzer
-# finds goes to fuzz/corpus/ and crashes to fuzz/artifacts/. On stable,
-# `make test` runs the bounded counterparts: the property tests in
-# tests/integration/fuzz.rs (PROPTEST_CASES=N for a longer run).
+# libFuzzer targets in fuzz/ (Lambda events and the requests made of them,
+# deploy metadata, module keys, route matching, CGI output, multipart
+# uploads, wasi:keyvalue over SQLite), FUZZ_SECONDS each, one at a time, with
+# the default AddressSanitizer build. Needs cargo-fuzz (`cargo install
+# cargo-fuzz`) and a compiler that takes -Z flags: the `nightly` toolchain
+# when rustup lists one (`cargo +nightly fuzz`), else the default toolchain
+# with RUSTC_BOOTSTRAP=1 (which cargo-fuzz also accepts). The first build
+# compiles wasmtime with coverage and ASan instrumentation: 20 to 40 minutes
+# on 2 cores (later builds only relink the changed targets).
+# Seeds are in fuzz/seeds/ (fuzz/README.md says where they come from); what
+# the fuzzer finds goes to fuzz/corpus/ (committed: `make fuzz-cmin` keeps
+# it minimal) and crashes to fuzz/artifacts/. On stable, `make test` runs
+# the bounded counterparts: the property tests in tests/integration/fuzz.rs
+# (PROPTEST_CASES=N for a longer run), where each crash fixed is a case.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := lambda_event deploy_metadata module_key route_match cgi_output multipart_upload
+FUZZ_TARGETS := lambda_event lambda_request deploy_metadata module_key route_match cgi_output multipart_upload kv_store
+FUZZ_NIGHTLY := $(shell rustup toolchain list 2>/dev/null | grep -q '^nightly' && echo yes)
+ifeq ($(FUZZ_NIGHTLY),yes)
+FUZZ_TOOLCHAIN := nightly (cargo +nightly fuzz)
+FUZZ_CARGO := $(CARGO) +nightly fuzz
+else
+FUZZ_TOOLCHAIN := default toolchain with RUSTC_BOOTSTRAP=1 (no nightly in rustup toolchain list)
+FUZZ_CARGO := RUSTC_BOOTSTRAP=1 $(CARGO) fuzz
+endif
 
 fuzz:
+	@echo "==> fuzzing with the $(FUZZ_TOOLCHAIN)"
 	@for target in $(FUZZ_TARGETS); do \
 	  mkdir -p fuzz/corpus/$$target fuzz/seeds/$$target && \
 	  echo "==> fuzz $$target ($(FUZZ_SECONDS) s)" && \
-	  $(CARGO) +nightly fuzz run $$target fuzz/corpus/$$target fuzz/seeds/$$target -- -max_total_time=$(FUZZ_SECONDS) \
+	  $(FUZZ_CARGO) run $$target fuzz/corpus/$$target fuzz/seeds/$$target -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	  || exit 1; \
+	done
+
+# Minimises each target's corpus in place (run after `make fuzz`, before
+# committing fuzz/corpus/).
+fuzz-cmin:
+	@echo "==> minimising with the $(FUZZ_TOOLCHAIN)"
+	@for target in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/corpus/$$target && \
+	  echo "==> cmin $$target" && \
+	  $(FUZZ_CARGO) cmin $$target fuzz/corpus/$$target \
 	  || exit 1; \
 	done
 

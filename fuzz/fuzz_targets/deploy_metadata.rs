@@ -43,7 +43,7 @@ fuzz_target!(|data: &[u8]| {
                 }
                 text.as_ref().map_or(0, String::len)
             }
-            Binding::WasmModule { .. } => 0,
+            Binding::WasmModule { .. } | Binding::KvNamespace { .. } => 0,
         };
         assert!(value <= MAX_BINDING_VALUE);
         total += value;

@@ -20,7 +20,7 @@ mod send;
 mod wagi;
 mod wasi_config;
 mod wasi_http;
-mod wasi_keyvalue;
+pub mod wasi_keyvalue;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -29,7 +29,7 @@ mod generated {
     });
 }
 
-use generated::wasi::keyvalue::{atomics, batch, store};
+pub use generated::wasi::keyvalue::{atomics, batch, store};
 
 /// An open namespace, as a guest holds it.
 pub struct Bucket {
@@ -45,12 +45,14 @@ pub struct KvGrants {
     pub namespaces: BTreeMap<String, String>,
 }
 
-/// What the host functions see.
-pub(crate) struct KvView<'a> {
-    pub(crate) grants: &'a KvGrants,
+/// What the host functions see. Public (with the `store`, `atomics` and
+/// `batch` host traits) so the `kv_store` fuzz target can call the host
+/// functions as a guest would, limits included.
+pub struct KvView<'a> {
+    pub grants: &'a KvGrants,
     /// Tags the log line of a failed call.
-    pub(crate) request_id: &'a str,
-    pub(crate) table: &'a mut ResourceTable,
+    pub request_id: &'a str,
+    pub table: &'a mut ResourceTable,
 }
 
 struct HasKv;

@@ -106,6 +106,22 @@ fn a_question_mark_in_the_path_is_not_a_query() {
     }
 }
 
+/// Found by the `lambda_event` fuzz target: an event that says its body is
+/// base64 when it is not makes aws_lambda_events panic in lambda_http's
+/// conversion. `parse_event` must refuse it (a 400), on every trigger.
+#[test]
+fn a_body_that_is_not_base64_is_refused() {
+    for (i, body) in [(2, "not base64!"), (3, "%%%%"), (0, "YQ")] {
+        let mut event: Value = serde_json::from_str(EVENTS[i]).unwrap();
+        event["isBase64Encoded"] = true.into();
+        event["body"] = body.into();
+        assert!(
+            parse_event(event.to_string().as_bytes()).is_err(),
+            "event {i} with the body {body:?}"
+        );
+    }
+}
+
 fn replacement() -> impl Strategy<Value = Value> {
     prop_oneof![
         Just(Value::Null),
