@@ -118,7 +118,7 @@ pub async fn run(gateway: Arc<Gateway>, mode: InvokeMode) -> Result<(), lambda_h
     }
 }
 
-const UNCONVERTIBLE: &str = "the event cannot be turned into an HTTP request (bad path or Host)";
+const UNCONVERTIBLE: &str = "the event cannot be turned into an HTTP request (a bad path or query, or a body marked base64 that is not)";
 
 /// An invocation payload: an HTTP event from API Gateway (v1 or v2), an ALB
 /// or a Function URL, or why it is none of them.

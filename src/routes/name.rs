@@ -184,7 +184,7 @@ pub fn normalise_host(host: &str) -> String {
             .unwrap_or_default()
     } else {
         let name = host.split(':').next().unwrap_or_default();
-        name.strip_suffix('.').unwrap_or(name).to_string()
+        name.trim_end_matches('.').to_string()
     };
     host.to_ascii_lowercase()
 }
@@ -305,6 +305,11 @@ mod tests {
     #[test]
     fn host_normalisation() {
         assert_eq!(normalise_host("Example.COM:8080"), "example.com");
+        assert_eq!(normalise_host("example.com.:8080"), "example.com");
+        // Idempotent (the route_match fuzz target checks it): every
+        // trailing dot goes at once.
+        assert_eq!(normalise_host("a.."), "a");
+        assert_eq!(normalise_host(&normalise_host("a..")), "a");
         assert_eq!(normalise_host("[::1]:8080"), "[::1]");
         assert_eq!(normalise_host("127.0.0.1"), "127.0.0.1");
     }
