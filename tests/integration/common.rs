@@ -543,3 +543,21 @@ pub async fn upstream(
     });
     (addr, accepted)
 }
+
+/// `wasmgate deploy` of `wasm` to `route` in `data` with `metadata` (JSON),
+/// both written to files under `dir` first, as a user would.
+pub fn cli_deploy_with_metadata(dir: &Path, data: &Path, wasm: &[u8], route: &str, metadata: &str) {
+    let module = write_file(dir, "module.wasm", wasm);
+    let metadata = write_file(dir, "metadata.json", metadata.as_bytes());
+    cli_ok(
+        data,
+        &[
+            "deploy",
+            module.to_str().unwrap(),
+            "--route",
+            route,
+            "--metadata",
+            metadata.to_str().unwrap(),
+        ],
+    );
+}

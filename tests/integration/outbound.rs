@@ -276,22 +276,12 @@ fn the_log_line_says_why_and_names_the_refused_address() {
     // 127.0.0.1 by name but cannot grant a loopback address.
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let probe = write_file(dir.path(), "probe.wasm", PROBE);
-    let metadata = write_file(
+    cli_deploy_with_metadata(
         dir.path(),
-        "metadata.json",
-        br#"{"allowed_outbound_hosts": ["http://0.0.0.0/0:9"]}"#,
-    );
-    cli_ok(
         &data,
-        &[
-            "deploy",
-            probe.to_str().unwrap(),
-            "--route",
-            "/probe",
-            "--metadata",
-            metadata.to_str().unwrap(),
-        ],
+        PROBE,
+        "/probe",
+        r#"{"allowed_outbound_hosts": ["http://0.0.0.0/0:9"]}"#,
     );
     let serve = ServeProcess::start(&data, 100, &[]);
     let runtime = tokio::runtime::Runtime::new().unwrap();

@@ -414,22 +414,12 @@ async fn a_version_sets_its_own_limits_under_the_servers() {
 fn history_shows_a_versions_limits() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let probe = write_file(dir.path(), "probe.wasm", PROBE);
-    let metadata = write_file(
+    cli_deploy_with_metadata(
         dir.path(),
-        "metadata.json",
-        br#"{"timeout_ms": 750, "memory_limit_mb": 32, "max_body_bytes": 1000}"#,
-    );
-    cli_ok(
         &data,
-        &[
-            "deploy",
-            probe.to_str().unwrap(),
-            "--route",
-            "/app",
-            "--metadata",
-            metadata.to_str().unwrap(),
-        ],
+        PROBE,
+        "/app",
+        r#"{"timeout_ms": 750, "memory_limit_mb": 32, "max_body_bytes": 1000}"#,
     );
     let json: serde_json::Value =
         serde_json::from_str(&cli_ok(&data, &["history", "/app", "--json"])).unwrap();
